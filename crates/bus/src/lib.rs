@@ -1,1 +1,19 @@
+//! The bus: NATS connection from configuration, stream provisioning, subject naming and event
+//! publishing that waits for JetStream's PubAck.
 
+#![forbid(unsafe_code)]
+
+mod config;
+mod connect;
+mod publish;
+mod streams;
+pub mod subject;
+
+pub use config::{NatsConfig, StreamSettings};
+pub use connect::{ConnectError, connect, ensure_fits_max_payload, is_connected};
+pub use publish::{PublishError, Published, Publisher, event_headers};
+pub use streams::{EVENTS_STREAM, ProvisionError, ensure_events_stream, events_stream_config};
+
+/// Room beyond the body for the envelope's other fields, the preserved provider headers and the
+/// NATS headers, counted against the server's `max_payload`.
+pub const ENVELOPE_HEADROOM: u64 = 32 * 1024;

