@@ -1,1 +1,160 @@
+//! The ingress: `POST /webhooks/{source}` verifies a provider's signature on the raw body, stores
+//! the request as a `hookbus.v1.Event` on `events.<source>.<type>`, and answers 2xx only after
+//! JetStream's PubAck.
 
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod error;
+mod limit;
+mod metrics;
+mod routes;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use hookbus_bus::{ENVELOPE_HEADROOM, Publisher};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Config, IngressConfig, Source, SourceConfig};
+pub use error::ApiError;
+pub use routes::{EVENT_ID_NAMESPACE, event_ids};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error(transparent)]
+    Config(#[from] hookbus_config::ConfigError),
+    #[error(transparent)]
+    Connect(#[from] hookbus_bus::ConnectError),
+    #[error(transparent)]
+    Provision(#[from] hookbus_bus::ProvisionError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server error: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Runs the ingress on `listener` (bound by the caller, so tests can use port 0) until `shutdown`
+/// is cancelled; requests in flight then get up to `drain_timeout` to finish.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), IngressError> {
+    let sources = config.ingress.sources()?;
+    let client = hookbus_bus::connect(&config.nats, "hookbus-ingress").await?;
+    hookbus_bus::ensure_fits_max_payload(&client, config.ingress.body_limit.0, ENVELOPE_HEADROOM)?;
+    let publisher = Publisher::new(client.clone(), config.ingress.max_in_flight);
+    hookbus_bus::ensure_events_stream(publisher.jetstream(), &config.nats.events).await?;
+
+    for source in &sources {
+        if matches!(source.verifier.scheme(), hookbus_signature::Scheme::None(_)) {
+            tracing::warn!(source = %source.name, "source accepts unverified webhooks (verifier = \"none\")");
+        }
+    }
+    let mut registry = Registry::default();
+    let metrics = metrics::Metrics::register(&mut registry);
+    let state = Arc::new(routes::AppState {
+        sources: sources
+            .into_iter()
+            .map(|source| {
+                let state = routes::SourceState {
+                    limiter: source.rate_limit.map(limit::RateLimiter::new),
+                    dropped_headers: source
+                        .verifier
+                        .scheme()
+                        .signature_headers()
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect(),
+                    source,
+                };
+                (state.source.name.clone(), state)
+            })
+            .collect::<HashMap<_, _>>(),
+        publisher,
+        client: client.clone(),
+        body_limit: config.ingress.body_limit.0,
+        publish_timeout: config.ingress.publish_timeout,
+        retry_after: config.ingress.retry_after,
+        metrics,
+    });
+    let app = router(state).merge(hookbus_telemetry::metrics_router(Arc::new(registry)));
+
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(%addr, sources = config.ingress.sources.len(), "ingress listening");
+    let drain = config.ingress.drain_timeout;
+    let stopping = shutdown.clone();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(stopping.cancelled_owned());
+    tokio::select! {
+        result = serve => result.map_err(IngressError::Serve)?,
+        () = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
+            tracing::warn!(?drain, "drain timeout reached with requests still in flight");
+        }
+    }
+    let _ = client.flush().await;
+    tracing::info!("ingress stopped");
+    Ok(())
+}
+
+fn router(state: routes::SharedState) -> Router {
+    Router::new()
+        .route("/webhooks/{source}", post(routes::receive))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        // The body limit is enforced by the handler itself, with the ingress's error format.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// The whole process: configuration from `config_path` (or `HOOKBUS_CONFIG`) and the environment,
+/// telemetry, the listener, and SIGINT/SIGTERM for a graceful stop.
+pub async fn service_main(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let loader = hookbus_config::Loader::new(hookbus_config::Loader::path_from_env(config_path).as_deref())?;
+    let config = Config::load(&loader)?;
+    let _telemetry = hookbus_telemetry::init("hookbus-ingress", &config.telemetry)?;
+    let listener = TcpListener::bind(config.ingress.listen)
+        .await
+        .map_err(|source| IngressError::Listen {
+            addr: config.ingress.listen.to_string(),
+            source,
+        })?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    run(config, listener, shutdown).await?;
+    Ok(())
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub async fn stop_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("stop signal received, draining");
+    token.cancel();
+}
