@@ -62,8 +62,10 @@ pub fn try_config(
 ) -> Result<Config, hookbus_config::ConfigError> {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), toml).unwrap();
-    let mut vars: Vec<(String, String)> =
-        env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut vars: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     vars.push(("NATS_URL".into(), server.url()));
     let loader = Loader::with_env(Some(file.path()), vars)?;
     Config::load(&loader)
@@ -164,7 +166,11 @@ pub async fn stored_events(nats_url: &str) -> Vec<Stored> {
                 headers: message.headers.clone().unwrap_or_default(),
             });
         }
-        assert!(out.len() > before, "stream says {total} messages, read {}", out.len());
+        assert!(
+            out.len() > before,
+            "stream says {total} messages, read {}",
+            out.len()
+        );
     }
     out
 }

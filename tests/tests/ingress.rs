@@ -127,11 +127,21 @@ async fn every_verifier_accepts_its_providers_requests_as_exactly_one_event() {
             "standard-webhooks" => ("unknown", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
             "github" => ("ping", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
             "stripe" => ("payment_intent.succeeded", "evt_1"),
-            "slack" => ("slash_command", "398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c"),
+            "slack" => (
+                "slash_command",
+                "398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c",
+            ),
             "shopify" => ("orders.create", "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043"),
             _ => unreachable!(),
         };
-        expected.push((source.to_owned(), headers_of(&v.headers), v.body.clone().into_bytes(), event_type.to_owned(), v.scheme.clone(), delivery_id.to_owned()));
+        expected.push((
+            source.to_owned(),
+            headers_of(&v.headers),
+            v.body.clone().into_bytes(),
+            event_type.to_owned(),
+            v.scheme.clone(),
+            delivery_id.to_owned(),
+        ));
     }
 
     // Freshly signed, for every scheme including the generic ones.
@@ -142,22 +152,100 @@ async fn every_verifier_accepts_its_providers_requests_as_exactly_one_event() {
         algorithm: Algorithm::Sha512,
         payload: PayloadTemplate::parse("{timestamp}.{id}.{body}").unwrap(),
         timestamp_header: Some("x-acme-timestamp".into()),
-        extract: Extract { id_header: Some("x-acme-delivery".into()), ..Extract::default() },
+        extract: Extract {
+            id_header: Some("x-acme-delivery".into()),
+            ..Extract::default()
+        },
     });
-    let open = Scheme::None(Extract { type_header: Some("x-event".into()), ..Extract::default() });
+    let open = Scheme::None(Extract {
+        type_header: Some("x-event".into()),
+        ..Extract::default()
+    });
     let fresh: Vec<(&str, Scheme, &str, String, &str, &str, &str)> = vec![
-        ("sw", Scheme::StandardWebhooks, SW_SECRET, r#"{"type":"invoice.paid"}"#.into(), "msg_fresh", "invoice.paid", "invoice.paid"),
-        ("github", Scheme::Github, "new-secret", r#"{"action":"opened","number":7}"#.into(), "gh-fresh", "pull_request", "pull_request.opened"),
-        ("stripe", Scheme::Stripe, "whsec_stripe", r#"{"id":"evt_fresh","type":"charge.refunded"}"#.into(), "evt_fresh", "", "charge.refunded"),
-        ("shop", Scheme::Shopify, "shpss_fresh", r#"{"id":820982911946154508}"#.into(), "shop-fresh", "orders/cancelled", "orders.cancelled"),
-        ("slack", Scheme::Slack, "slack-secret", r#"{"type":"event_callback","event_id":"Ev1","event":{"type":"app_mention"}}"#.into(), "Ev1", "", "app_mention"),
-        ("acme", acme, "acme-secret", r#"{"kind":"widget.made"}"#.into(), "acme-1", "", "widget.made"),
-        ("open", open, "", r#"{"id":"open-1"}"#.into(), "open-1", "user.created", "user.created"),
+        (
+            "sw",
+            Scheme::StandardWebhooks,
+            SW_SECRET,
+            r#"{"type":"invoice.paid"}"#.into(),
+            "msg_fresh",
+            "invoice.paid",
+            "invoice.paid",
+        ),
+        (
+            "github",
+            Scheme::Github,
+            "new-secret",
+            r#"{"action":"opened","number":7}"#.into(),
+            "gh-fresh",
+            "pull_request",
+            "pull_request.opened",
+        ),
+        (
+            "stripe",
+            Scheme::Stripe,
+            "whsec_stripe",
+            r#"{"id":"evt_fresh","type":"charge.refunded"}"#.into(),
+            "evt_fresh",
+            "",
+            "charge.refunded",
+        ),
+        (
+            "shop",
+            Scheme::Shopify,
+            "shpss_fresh",
+            r#"{"id":820982911946154508}"#.into(),
+            "shop-fresh",
+            "orders/cancelled",
+            "orders.cancelled",
+        ),
+        (
+            "slack",
+            Scheme::Slack,
+            "slack-secret",
+            r#"{"type":"event_callback","event_id":"Ev1","event":{"type":"app_mention"}}"#.into(),
+            "Ev1",
+            "",
+            "app_mention",
+        ),
+        (
+            "acme",
+            acme,
+            "acme-secret",
+            r#"{"kind":"widget.made"}"#.into(),
+            "acme-1",
+            "",
+            "widget.made",
+        ),
+        (
+            "open",
+            open,
+            "",
+            r#"{"id":"open-1"}"#.into(),
+            "open-1",
+            "user.created",
+            "user.created",
+        ),
     ];
     for (source, scheme, secret, body, delivery_id, header_type, event_type) in fresh {
-        let headers = sign_as_provider(&scheme, secret, Outgoing { body: body.as_bytes(), delivery_id, event_type: header_type, timestamp: now() });
+        let headers = sign_as_provider(
+            &scheme,
+            secret,
+            Outgoing {
+                body: body.as_bytes(),
+                delivery_id,
+                event_type: header_type,
+                timestamp: now(),
+            },
+        );
         let provider = scheme.name().to_owned();
-        expected.push((source.to_owned(), headers, body.into_bytes(), event_type.to_owned(), provider, delivery_id.to_owned()));
+        expected.push((
+            source.to_owned(),
+            headers,
+            body.into_bytes(),
+            event_type.to_owned(),
+            provider,
+            delivery_id.to_owned(),
+        ));
     }
 
     let mut ids = Vec::new();
@@ -172,7 +260,9 @@ async fn every_verifier_accepts_its_providers_requests_as_exactly_one_event() {
 
     let stored = stored_events(&server.url()).await;
     assert_eq!(stored.len(), expected.len(), "one message per request");
-    for ((source, _, body, event_type, provider, delivery_id), (stored, id)) in expected.iter().zip(stored.iter().zip(&ids)) {
+    for ((source, _, body, event_type, provider, delivery_id), (stored, id)) in
+        expected.iter().zip(stored.iter().zip(&ids))
+    {
         assert_eq!(stored.subject, format!("events.{source}.{event_type}"));
         let e = &stored.event;
         assert_eq!(&e.id, id);
@@ -180,23 +270,54 @@ async fn every_verifier_accepts_its_providers_requests_as_exactly_one_event() {
         assert_eq!(&e.r#type, event_type);
         assert_eq!(&e.provider, provider);
         assert_eq!(&e.delivery_id, delivery_id, "{source}");
-        assert_eq!(e.payload.as_ref(), body.as_slice(), "{source}: payload is the body verbatim");
+        assert_eq!(
+            e.payload.as_ref(),
+            body.as_slice(),
+            "{source}: payload is the body verbatim"
+        );
         assert!(e.received_at.is_some());
-        for signature_header in ["x-hub-signature-256", "stripe-signature", "webhook-signature", "svix-signature", "x-slack-signature", "x-shopify-hmac-sha256", "x-acme-signature"] {
-            assert!(!e.headers.contains_key(signature_header), "{source} kept {signature_header}");
+        for signature_header in [
+            "x-hub-signature-256",
+            "stripe-signature",
+            "webhook-signature",
+            "svix-signature",
+            "x-slack-signature",
+            "x-shopify-hmac-sha256",
+            "x-acme-signature",
+        ] {
+            assert!(
+                !e.headers.contains_key(signature_header),
+                "{source} kept {signature_header}"
+            );
         }
         let msg_id = stored.headers.get("Nats-Msg-Id").unwrap().as_str();
         if delivery_id.is_empty() {
             assert_eq!(msg_id, id);
         } else {
             assert_eq!(msg_id, format!("{source}:{delivery_id}"));
-            let expected_id = uuid::Uuid::new_v5(&hookbus_ingress::EVENT_ID_NAMESPACE, msg_id.as_bytes()).to_string();
+            let expected_id =
+                uuid::Uuid::new_v5(&hookbus_ingress::EVENT_ID_NAMESPACE, msg_id.as_bytes())
+                    .to_string();
             assert_eq!(id, &expected_id, "event id is deterministic");
         }
-        assert_eq!(stored.headers.get("Hookbus-Type").unwrap().as_str(), event_type);
-        assert!(stored.headers.get("traceparent").is_some(), "trace context on every event");
+        assert_eq!(
+            stored.headers.get("Hookbus-Type").unwrap().as_str(),
+            event_type
+        );
+        assert!(
+            stored.headers.get("traceparent").is_some(),
+            "trace context on every event"
+        );
     }
-    assert_eq!(stored[0].event.headers.get("webhook-id").map(String::as_str), Some("msg_p5jXN8AQM9LWM0D4loKWxJek"), "non-secret headers are kept");
+    assert_eq!(
+        stored[0]
+            .event
+            .headers
+            .get("webhook-id")
+            .map(String::as_str),
+        Some("msg_p5jXN8AQM9LWM0D4loKWxJek"),
+        "non-secret headers are kept"
+    );
     ingress.stop().await;
 }
 
@@ -205,9 +326,28 @@ async fn a_repeated_delivery_is_answered_as_a_duplicate_and_stored_once() {
     let server = NatsServer::start();
     let ingress = spawn_ingress(config(&server, SOURCES, &[])).await;
     let body = br#"{"action":"closed"}"#;
-    let headers = sign_as_provider(&Scheme::Github, "old-secret", Outgoing { body, delivery_id: "same-delivery", event_type: "issues", timestamp: now() });
-    let first: serde_json::Value = ingress.post("github", &headers, body.to_vec()).await.json().await.unwrap();
-    let second: serde_json::Value = ingress.post("github", &headers, body.to_vec()).await.json().await.unwrap();
+    let headers = sign_as_provider(
+        &Scheme::Github,
+        "old-secret",
+        Outgoing {
+            body,
+            delivery_id: "same-delivery",
+            event_type: "issues",
+            timestamp: now(),
+        },
+    );
+    let first: serde_json::Value = ingress
+        .post("github", &headers, body.to_vec())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second: serde_json::Value = ingress
+        .post("github", &headers, body.to_vec())
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(first["duplicate"], false);
     assert_eq!(second["duplicate"], true);
     assert_eq!(first["id"], second["id"]);
@@ -218,64 +358,233 @@ async fn a_repeated_delivery_is_answered_as_a_duplicate_and_stored_once() {
 async fn an_incoming_traceparent_continues_into_the_event() {
     let server = NatsServer::start();
     let ingress = spawn_ingress(config(&server, SOURCES, &[])).await;
-    let mut headers = sign_as_provider(&Scheme::Github, "new-secret", Outgoing { body: b"{}", delivery_id: "traced", event_type: "push", timestamp: 0 });
-    headers.push(("traceparent".into(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()));
-    assert_eq!(ingress.post("github", &headers, b"{}".to_vec()).await.status(), 200);
+    let mut headers = sign_as_provider(
+        &Scheme::Github,
+        "new-secret",
+        Outgoing {
+            body: b"{}",
+            delivery_id: "traced",
+            event_type: "push",
+            timestamp: 0,
+        },
+    );
+    headers.push((
+        "traceparent".into(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+    ));
+    assert_eq!(
+        ingress
+            .post("github", &headers, b"{}".to_vec())
+            .await
+            .status(),
+        200
+    );
     let stored = stored_events(&server.url()).await;
-    let traceparent = stored[0].headers.get("traceparent").unwrap().as_str().to_owned();
-    assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{traceparent}");
-    assert!(!traceparent.contains("00f067aa0ba902b7"), "the event's parent is the ingress's own span: {traceparent}");
+    let traceparent = stored[0]
+        .headers
+        .get("traceparent")
+        .unwrap()
+        .as_str()
+        .to_owned();
+    assert!(
+        traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{traceparent}"
+    );
+    assert!(
+        !traceparent.contains("00f067aa0ba902b7"),
+        "the event's parent is the ingress's own span: {traceparent}"
+    );
 }
 
 /// (description, source, headers, body, status, code)
-type Case = (&'static str, &'static str, Vec<(String, String)>, Vec<u8>, u16, &'static str);
+type Case = (
+    &'static str,
+    &'static str,
+    Vec<(String, String)>,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
 
 #[tokio::test]
 async fn bad_requests_get_their_status_and_code_and_publish_nothing() {
     let server = NatsServer::start_with_config("max_payload: 2MB");
-    let ingress = spawn_ingress(config(&server, SOURCES, &[("HOOKBUS_INGRESS__BODY_LIMIT", "64KiB")])).await;
+    let ingress = spawn_ingress(config(
+        &server,
+        SOURCES,
+        &[("HOOKBUS_INGRESS__BODY_LIMIT", "64KiB")],
+    ))
+    .await;
     let body = br#"{"id":"evt_x","type":"charge.failed"}"#.to_vec();
-    let sign = |secret: &str, ts: i64| sign_as_provider(&Scheme::Stripe, secret, Outgoing { body: &body, delivery_id: "", event_type: "", timestamp: ts });
+    let sign = |secret: &str, ts: i64| {
+        sign_as_provider(
+            &Scheme::Stripe,
+            secret,
+            Outgoing {
+                body: &body,
+                delivery_id: "",
+                event_type: "",
+                timestamp: ts,
+            },
+        )
+    };
     let mut tampered = body.clone();
     tampered[10] ^= 1;
     let sig_only = |value: &str| vec![("stripe-signature".to_owned(), value.to_owned())];
     let github_body = b"{}".to_vec();
-    let github = sign_as_provider(&Scheme::Github, "old-secret", Outgoing { body: &github_body, delivery_id: "g", event_type: "push", timestamp: 0 });
+    let github = sign_as_provider(
+        &Scheme::Github,
+        "old-secret",
+        Outgoing {
+            body: &github_body,
+            delivery_id: "g",
+            event_type: "push",
+            timestamp: 0,
+        },
+    );
     let big = vec![b'x'; 64 * 1024 + 1];
 
     let cases: Vec<Case> = vec![
-        ("tampered body", "stripe", sign("whsec_stripe", now()), tampered, 401, "invalid_signature"),
-        ("wrong secret", "stripe", sign("whsec_other", now()), body.clone(), 401, "invalid_signature"),
-        ("missing signature", "stripe", vec![], body.clone(), 401, "invalid_signature"),
-        ("malformed signature", "stripe", sig_only("v1=zz"), body.clone(), 401, "invalid_signature"),
-        ("310 s old", "stripe", sign("whsec_stripe", now() - 310), body.clone(), 401, "timestamp_out_of_tolerance"),
-        ("310 s ahead", "stripe", sign("whsec_stripe", now() + 310), body.clone(), 401, "timestamp_out_of_tolerance"),
-        ("unreadable JSON", "stripe", sign_as_provider(&Scheme::Stripe, "whsec_stripe", Outgoing { body: b"nope", delivery_id: "", event_type: "", timestamp: now() }), b"nope".to_vec(), 400, "invalid_body"),
-        ("unknown source", "nobody", github.clone(), github_body.clone(), 404, "unknown_source"),
-        ("over the limit", "github", github.clone(), big.clone(), 413, "payload_too_large"),
-        ("over the limit, unknown source", "nobody", vec![], big, 413, "payload_too_large"),
+        (
+            "tampered body",
+            "stripe",
+            sign("whsec_stripe", now()),
+            tampered,
+            401,
+            "invalid_signature",
+        ),
+        (
+            "wrong secret",
+            "stripe",
+            sign("whsec_other", now()),
+            body.clone(),
+            401,
+            "invalid_signature",
+        ),
+        (
+            "missing signature",
+            "stripe",
+            vec![],
+            body.clone(),
+            401,
+            "invalid_signature",
+        ),
+        (
+            "malformed signature",
+            "stripe",
+            sig_only("v1=zz"),
+            body.clone(),
+            401,
+            "invalid_signature",
+        ),
+        (
+            "310 s old",
+            "stripe",
+            sign("whsec_stripe", now() - 310),
+            body.clone(),
+            401,
+            "timestamp_out_of_tolerance",
+        ),
+        (
+            "310 s ahead",
+            "stripe",
+            sign("whsec_stripe", now() + 310),
+            body.clone(),
+            401,
+            "timestamp_out_of_tolerance",
+        ),
+        (
+            "unreadable JSON",
+            "stripe",
+            sign_as_provider(
+                &Scheme::Stripe,
+                "whsec_stripe",
+                Outgoing {
+                    body: b"nope",
+                    delivery_id: "",
+                    event_type: "",
+                    timestamp: now(),
+                },
+            ),
+            b"nope".to_vec(),
+            400,
+            "invalid_body",
+        ),
+        (
+            "unknown source",
+            "nobody",
+            github.clone(),
+            github_body.clone(),
+            404,
+            "unknown_source",
+        ),
+        (
+            "over the limit",
+            "github",
+            github.clone(),
+            big.clone(),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "over the limit, unknown source",
+            "nobody",
+            vec![],
+            big,
+            413,
+            "payload_too_large",
+        ),
     ];
     for (what, source, headers, body, status, code) in cases {
         let response = ingress.post(source, &headers, body).await;
         assert_eq!(response.status().as_u16(), status, "{what}");
         let json: serde_json::Value = response.json().await.unwrap();
         assert_eq!(json["error"]["code"], code, "{what}: {json}");
-        assert!(!json["error"]["message"].as_str().unwrap().is_empty(), "{what}");
+        assert!(
+            !json["error"]["message"].as_str().unwrap().is_empty(),
+            "{what}"
+        );
     }
 
     // Chunked (no Content-Length) and over the limit: cut off while reading.
-    let chunks = futures_util::stream::iter((0..80).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 1024])));
-    let response = ingress.post("github", &github, reqwest::Body::wrap_stream(chunks)).await;
+    let chunks =
+        futures_util::stream::iter((0..80).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 1024])));
+    let response = ingress
+        .post("github", &github, reqwest::Body::wrap_stream(chunks))
+        .await;
     assert_eq!(response.status(), 413);
 
-    let mut js_stream = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap())
-        .get_stream("EVENTS").await.unwrap();
-    assert_eq!(js_stream.info().await.unwrap().state.messages, 0, "no refused request publishes");
+    let mut js_stream =
+        async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap())
+            .get_stream("EVENTS")
+            .await
+            .unwrap();
+    assert_eq!(
+        js_stream.info().await.unwrap().state.messages,
+        0,
+        "no refused request publishes"
+    );
 
     // During a rotation both secrets verify.
     for secret in ["old-secret", "new-secret"] {
-        let headers = sign_as_provider(&Scheme::Github, secret, Outgoing { body: b"{}", delivery_id: secret, event_type: "push", timestamp: 0 });
-        assert_eq!(ingress.post("github", &headers, b"{}".to_vec()).await.status(), 200, "{secret}");
+        let headers = sign_as_provider(
+            &Scheme::Github,
+            secret,
+            Outgoing {
+                body: b"{}",
+                delivery_id: secret,
+                event_type: "push",
+                timestamp: 0,
+            },
+        );
+        assert_eq!(
+            ingress
+                .post("github", &headers, b"{}".to_vec())
+                .await
+                .status(),
+            200,
+            "{secret}"
+        );
     }
 }
 
@@ -284,17 +593,50 @@ async fn slack_challenge_is_answered_and_github_ping_accepted() {
     let server = NatsServer::start();
     let ingress = spawn_ingress(config(&server, SOURCES, &[])).await;
     let body = br#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
-    let headers = sign_as_provider(&Scheme::Slack, "slack-secret", Outgoing { body, delivery_id: "", event_type: "", timestamp: now() });
+    let headers = sign_as_provider(
+        &Scheme::Slack,
+        "slack-secret",
+        Outgoing {
+            body,
+            delivery_id: "",
+            event_type: "",
+            timestamp: now(),
+        },
+    );
     let response = ingress.post("slack", &headers, body.to_vec()).await;
     assert_eq!(response.status(), 200);
     let json: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(json["challenge"], "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P");
-    assert!(stored_events(&server.url()).await.is_empty(), "a challenge is not an event");
+    assert_eq!(
+        json["challenge"],
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+    assert!(
+        stored_events(&server.url()).await.is_empty(),
+        "a challenge is not an event"
+    );
 
     let ping = br#"{"zen":"Keep it logically awesome.","hook_id":1}"#;
-    let headers = sign_as_provider(&Scheme::Github, "new-secret", Outgoing { body: ping, delivery_id: "ping-1", event_type: "ping", timestamp: 0 });
-    assert_eq!(ingress.post("github", &headers, ping.to_vec()).await.status(), 200);
-    assert_eq!(stored_events(&server.url()).await[0].subject, "events.github.ping");
+    let headers = sign_as_provider(
+        &Scheme::Github,
+        "new-secret",
+        Outgoing {
+            body: ping,
+            delivery_id: "ping-1",
+            event_type: "ping",
+            timestamp: 0,
+        },
+    );
+    assert_eq!(
+        ingress
+            .post("github", &headers, ping.to_vec())
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        stored_events(&server.url()).await[0].subject,
+        "events.github.ping"
+    );
 }
 
 #[tokio::test]
@@ -304,13 +646,28 @@ async fn health_readiness_and_metrics() {
     let get = |path: &str| ingress.http.get(ingress.url(path)).send();
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
     assert_eq!(get("/readyz").await.unwrap().status(), 200);
-    let headers = sign_as_provider(&Scheme::Github, "new-secret", Outgoing { body: b"{}", delivery_id: "m-1", event_type: "push", timestamp: 0 });
+    let headers = sign_as_provider(
+        &Scheme::Github,
+        "new-secret",
+        Outgoing {
+            body: b"{}",
+            delivery_id: "m-1",
+            event_type: "push",
+            timestamp: 0,
+        },
+    );
     ingress.post("github", &headers, b"{}".to_vec()).await;
     ingress.post("github", &[], b"{}".to_vec()).await;
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"hookbus_ingress_requests_total{source="github",outcome="accepted"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"hookbus_ingress_requests_total{source="github",outcome="accepted"} 1"#),
+        "{metrics}"
+    );
     assert!(metrics.contains(r#"hookbus_ingress_verification_failures_total{source="github",reason="missing_header"} 1"#), "{metrics}");
-    assert!(metrics.contains("hookbus_ingress_publish_seconds_count 1"), "{metrics}");
+    assert!(
+        metrics.contains("hookbus_ingress_publish_seconds_count 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -318,11 +675,26 @@ async fn configuration_errors_name_the_key() {
     let server = NatsServer::start();
     let cases = [
         ("[ingress]\nbody_limt = 5\n", "ingress.body_limt"),
-        ("[ingress]\npublish_timeout = \"soonish\"\n", "ingress.publish_timeout"),
-        ("[ingress.sources.gh]\nverifier = \"github\"\n", "ingress.sources.gh.secrets"),
-        ("[ingress.sources.gh]\nverifier = \"gitlab\"\nsecrets = [\"x\"]\n", "ingress.sources.gh.verifier"),
-        ("[ingress.sources.Bad]\nverifier = \"github\"\nsecrets = [\"x\"]\n", "ingress.sources.Bad"),
-        ("[ingress.sources.x]\nverifier = \"hmac\"\nsecrets = [\"x\"]\n", "ingress.sources.x.hmac"),
+        (
+            "[ingress]\npublish_timeout = \"soonish\"\n",
+            "ingress.publish_timeout",
+        ),
+        (
+            "[ingress.sources.gh]\nverifier = \"github\"\n",
+            "ingress.sources.gh.secrets",
+        ),
+        (
+            "[ingress.sources.gh]\nverifier = \"gitlab\"\nsecrets = [\"x\"]\n",
+            "ingress.sources.gh.verifier",
+        ),
+        (
+            "[ingress.sources.Bad]\nverifier = \"github\"\nsecrets = [\"x\"]\n",
+            "ingress.sources.Bad",
+        ),
+        (
+            "[ingress.sources.x]\nverifier = \"hmac\"\nsecrets = [\"x\"]\n",
+            "ingress.sources.x.hmac",
+        ),
     ];
     for (toml, key) in cases {
         let err = try_config(&server, toml, &[]).unwrap_err();
@@ -332,18 +704,37 @@ async fn configuration_errors_name_the_key() {
         }
     }
     // The environment overrides the file.
-    let config = config(&server, "[ingress]\npublish_timeout = \"1s\"\n", &[("HOOKBUS_INGRESS__PUBLISH_TIMEOUT", "2s")]);
-    assert_eq!(config.ingress.publish_timeout, std::time::Duration::from_secs(2));
+    let config = config(
+        &server,
+        "[ingress]\npublish_timeout = \"1s\"\n",
+        &[("HOOKBUS_INGRESS__PUBLISH_TIMEOUT", "2s")],
+    );
+    assert_eq!(
+        config.ingress.publish_timeout,
+        std::time::Duration::from_secs(2)
+    );
     let err = try_config(&server, "", &[("HOOKBUS_INGRESS__MAX_IN_FLIGHT", "many")]).unwrap_err();
-    assert!(err.to_string().contains("HOOKBUS_INGRESS__MAX_IN_FLIGHT"), "{err}");
+    assert!(
+        err.to_string().contains("HOOKBUS_INGRESS__MAX_IN_FLIGHT"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn a_body_limit_the_server_cannot_carry_stops_start_up() {
     let server = NatsServer::start_with_config("max_payload: 262144");
-    let config = config(&server, SOURCES, &[("HOOKBUS_INGRESS__BODY_LIMIT", "512KiB")]);
+    let config = config(
+        &server,
+        SOURCES,
+        &[("HOOKBUS_INGRESS__BODY_LIMIT", "512KiB")],
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = hookbus_ingress::run(config, listener, Default::default()).await.unwrap_err();
+    let err = hookbus_ingress::run(config, listener, Default::default())
+        .await
+        .unwrap_err();
     let message = err.to_string();
-    assert!(message.contains("max_payload") && message.contains("ingress.body_limit"), "{message}");
+    assert!(
+        message.contains("max_payload") && message.contains("ingress.body_limit"),
+        "{message}"
+    );
 }

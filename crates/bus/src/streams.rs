@@ -61,7 +61,11 @@ async fn ensure_stream(
                     ..current.clone()
                 };
                 if merged == current {
-                    return existing.info().await.map(|i| i.clone()).map_err(|e| error(e.to_string()));
+                    return existing
+                        .info()
+                        .await
+                        .map(|i| i.clone())
+                        .map_err(|e| error(e.to_string()));
                 }
                 return js
                     .update_stream(merged)
@@ -77,7 +81,11 @@ async fn ensure_stream(
             {
                 match js.create_stream(wanted.clone()).await {
                     Ok(mut created) => {
-                        return created.info().await.map(|i| i.clone()).map_err(|e| error(e.to_string()));
+                        return created
+                            .info()
+                            .await
+                            .map(|i| i.clone())
+                            .map_err(|e| error(e.to_string()));
                     }
                     Err(e)
                         if matches!(

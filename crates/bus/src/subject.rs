@@ -61,11 +61,17 @@ mod tests {
     fn provider_types_map_to_tokens() {
         assert_eq!(normalize_type("orders/create"), "orders.create");
         assert_eq!(normalize_type("pull_request.opened"), "pull_request.opened");
-        assert_eq!(normalize_type("payment_intent.succeeded"), "payment_intent.succeeded");
+        assert_eq!(
+            normalize_type("payment_intent.succeeded"),
+            "payment_intent.succeeded"
+        );
         assert_eq!(normalize_type("a b*c>d\u{7}"), "a_b_c_d_");
         assert_eq!(normalize_type("a//b."), "a._.b._");
         assert_eq!(normalize_type("  "), "unknown");
-        assert_eq!(event_subject("shop", &normalize_type("orders/create")), "events.shop.orders.create");
+        assert_eq!(
+            event_subject("shop", &normalize_type("orders/create")),
+            "events.shop.orders.create"
+        );
     }
 
     #[test]

@@ -54,17 +54,29 @@ async fn publish_waits_for_the_ack_and_reports_duplicates() {
     let server = NatsServer::start();
     let client = connect(&config(&server), "test").await.unwrap();
     let publisher = Publisher::new(client.clone(), 64);
-    ensure_events_stream(publisher.jetstream(), &StreamSettings::default()).await.unwrap();
+    ensure_events_stream(publisher.jetstream(), &StreamSettings::default())
+        .await
+        .unwrap();
 
     let deadline = || Instant::now() + Duration::from_millis(2500);
     let e = event("e-1");
     let first = publisher
-        .publish_event("events.test.thing.happened".into(), &e, "test:d-1", deadline())
+        .publish_event(
+            "events.test.thing.happened".into(),
+            &e,
+            "test:d-1",
+            deadline(),
+        )
         .await
         .unwrap();
     assert!(!first.duplicate);
     let again = publisher
-        .publish_event("events.test.thing.happened".into(), &e, "test:d-1", deadline())
+        .publish_event(
+            "events.test.thing.happened".into(),
+            &e,
+            "test:d-1",
+            deadline(),
+        )
         .await
         .unwrap();
     assert!(again.duplicate);
@@ -74,9 +86,18 @@ async fn publish_waits_for_the_ack_and_reports_duplicates() {
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
     let stored = stream.get_raw_message(first.sequence).await.unwrap();
     assert_eq!(Event::decode(stored.payload).unwrap(), e);
-    assert_eq!(stored.headers.get("Nats-Msg-Id").unwrap().as_str(), "test:d-1");
-    assert_eq!(stored.headers.get("Hookbus-Type").unwrap().as_str(), "thing.happened");
-    assert_eq!(stored.headers.get("Content-Type").unwrap().as_str(), "application/protobuf");
+    assert_eq!(
+        stored.headers.get("Nats-Msg-Id").unwrap().as_str(),
+        "test:d-1"
+    );
+    assert_eq!(
+        stored.headers.get("Hookbus-Type").unwrap().as_str(),
+        "thing.happened"
+    );
+    assert_eq!(
+        stored.headers.get("Content-Type").unwrap().as_str(),
+        "application/protobuf"
+    );
 }
 
 #[tokio::test]
@@ -84,7 +105,9 @@ async fn publish_gives_up_at_the_deadline_when_the_server_is_gone() {
     let mut server = NatsServer::start();
     let client = connect(&config(&server), "test").await.unwrap();
     let publisher = Publisher::new(client, 64);
-    ensure_events_stream(publisher.jetstream(), &StreamSettings::default()).await.unwrap();
+    ensure_events_stream(publisher.jetstream(), &StreamSettings::default())
+        .await
+        .unwrap();
     server.stop();
 
     let started = Instant::now();
@@ -98,7 +121,10 @@ async fn publish_gives_up_at_the_deadline_when_the_server_is_gone() {
         .await;
     let waited = started.elapsed();
     assert!(result.is_err(), "{result:?}");
-    assert!(waited >= Duration::from_millis(1400) && waited < Duration::from_millis(2500), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_millis(2500),
+        "{waited:?}"
+    );
 }
 
 #[tokio::test]
@@ -108,7 +134,10 @@ async fn a_body_limit_beyond_max_payload_is_refused_with_advice() {
     assert!(ensure_fits_max_payload(&client, 16 * 1024, ENVELOPE_HEADROOM).is_ok());
     let err = ensure_fits_max_payload(&client, 512 * 1024, ENVELOPE_HEADROOM).unwrap_err();
     let message = err.to_string();
-    assert!(message.contains("max_payload") && message.contains("ingress.body_limit"), "{message}");
+    assert!(
+        message.contains("max_payload") && message.contains("ingress.body_limit"),
+        "{message}"
+    );
 }
 
 #[tokio::test]

@@ -1,1 +1,48 @@
-fn main(){}
+//! `hookbus`: every service, `hookbus dev` (all of them in one process) and the benchmarks.
+
+#![forbid(unsafe_code)]
+
+mod bench;
+mod dev;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "hookbus", version, about = "Webhook gateway on NATS JetStream")]
+struct Cli {
+    /// Configuration file (TOML); also `HOOKBUS_CONFIG`. The environment overrides it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Everything in one process, with embedded defaults: starts a nats-server under ./data when
+    /// nothing answers at NATS_URL, and a demo source whose signed `curl` it prints.
+    Dev(dev::DevArgs),
+    /// The ingress service (`POST /webhooks/{source}`).
+    Ingress,
+    /// Benchmarks that print figures beside a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(args) => dev::run(cli.config, args).await,
+            Command::Ingress => hookbus_ingress::service_main(cli.config).await,
+            Command::Bench { which } => bench::run(which).await,
+        }
+    })
+}

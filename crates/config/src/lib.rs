@@ -65,11 +65,7 @@ impl Loader {
             figment = figment.merge(Toml::string(&text));
         }
         let vars: Vec<(String, String)> = vars.into_iter().collect();
-        let lookup = |name: &str| {
-            vars.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
+        let lookup = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let mut env_keys = Vec::new();
         for (key, value) in &vars {
             if let Some(rest) = key.strip_prefix("HOOKBUS_")
@@ -91,6 +87,13 @@ impl Loader {
         };
         loader.check_sections()?;
         Ok(loader)
+    }
+
+    /// Adds `toml` beneath everything already loaded: its values apply only where neither the file
+    /// nor the environment sets the key (`hookbus dev`'s embedded defaults).
+    pub fn with_defaults(mut self, toml: &str) -> Self {
+        self.figment = self.figment.join(Toml::string(toml));
+        self
     }
 
     /// The path given by `--config` or, failing that, `HOOKBUS_CONFIG`.

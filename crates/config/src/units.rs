@@ -14,8 +14,9 @@ pub mod duration {
     }
 
     pub fn parse(text: &str) -> Result<Duration, String> {
-        humantime::parse_duration(text.trim())
-            .map_err(|e| format!("invalid duration {text:?} ({e}); write it like \"2.5s\", \"300ms\" or \"5m\""))
+        humantime::parse_duration(text.trim()).map_err(|e| {
+            format!("invalid duration {text:?} ({e}); write it like \"2.5s\", \"300ms\" or \"5m\"")
+        })
     }
 }
 
@@ -40,7 +41,11 @@ impl ByteSize {
             "GiB" => 1 << 30,
             "kB" | "KB" => 1_000,
             "MB" => 1_000_000,
-            other => return Err(format!("unknown size unit {other:?} in {text:?}; use B, KiB, MiB, GiB, kB or MB")),
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} in {text:?}; use B, KiB, MiB, GiB, kB or MB"
+                ));
+            }
         };
         number
             .checked_mul(factor)
@@ -86,7 +91,11 @@ mod tests {
         assert_eq!(ByteSize::parse("1MiB").unwrap().0, 1 << 20);
         assert_eq!(ByteSize::parse("65536").unwrap().0, 65536);
         assert_eq!(ByteSize::parse("64kB").unwrap().0, 64_000);
-        assert!(ByteSize::parse("12 parsecs").unwrap_err().contains("parsecs"));
+        assert!(
+            ByteSize::parse("12 parsecs")
+                .unwrap_err()
+                .contains("parsecs")
+        );
         assert!(ByteSize::parse("lots").is_err());
         assert_eq!(ByteSize(512 * 1024).to_string(), "512KiB");
     }

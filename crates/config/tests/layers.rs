@@ -29,7 +29,9 @@ fn file(text: &str) -> tempfile::NamedTempFile {
 }
 
 fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
-    vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    vars.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -37,39 +39,63 @@ fn defaults_file_then_environment() {
     let f = file("[ingress]\ntimeout = \"5s\"\nlimit = \"1KiB\"\n");
     let loader = Loader::with_env(Some(f.path()), env(&[])).unwrap();
     let s: Section = loader.section("ingress").unwrap();
-    assert_eq!((s.timeout, s.limit), (Duration::from_secs(5), ByteSize(1024)));
+    assert_eq!(
+        (s.timeout, s.limit),
+        (Duration::from_secs(5), ByteSize(1024))
+    );
 
     let loader = Loader::with_env(
         Some(f.path()),
-        env(&[("HOOKBUS_INGRESS__TIMEOUT", "250ms"), ("HOOKBUS_INGRESS__NAMES", "[a, b]"), ("HOOKBUS_CONFIG", "x")]),
+        env(&[
+            ("HOOKBUS_INGRESS__TIMEOUT", "250ms"),
+            ("HOOKBUS_INGRESS__NAMES", "[a, b]"),
+            ("HOOKBUS_CONFIG", "x"),
+        ]),
     )
     .unwrap();
     let s: Section = loader.section("ingress").unwrap();
     assert_eq!(s.timeout, Duration::from_millis(250));
-    assert_eq!(s.limit, ByteSize(1024), "file value kept where the environment is silent");
+    assert_eq!(
+        s.limit,
+        ByteSize(1024),
+        "file value kept where the environment is silent"
+    );
     assert_eq!(s.names, ["a", "b"]);
 
-    let s: Section = Loader::with_env(None, env(&[])).unwrap().section("ingress").unwrap();
+    let s: Section = Loader::with_env(None, env(&[]))
+        .unwrap()
+        .section("ingress")
+        .unwrap();
     assert_eq!(s.timeout, Duration::from_secs(1));
 }
 
 #[test]
 fn errors_name_the_key() {
     let f = file("[ingress]\ntimeout = \"soon\"\n");
-    let err = Loader::with_env(Some(f.path()), env(&[])).unwrap().section::<Section>("ingress").unwrap_err();
-    assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "ingress.timeout"), "{err}");
+    let err = Loader::with_env(Some(f.path()), env(&[]))
+        .unwrap()
+        .section::<Section>("ingress")
+        .unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Invalid { key, .. } if key == "ingress.timeout"),
+        "{err}"
+    );
     assert!(err.to_string().contains("soon"), "{err}");
 
     let err = Loader::with_env(None, env(&[("HOOKBUS_INGRESS__TIMOUT", "1s")]))
         .unwrap()
         .section::<Section>("ingress")
         .unwrap_err();
-    assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "ingress.timout"), "{err}");
+    assert!(
+        matches!(&err, ConfigError::Invalid { key, .. } if key == "ingress.timout"),
+        "{err}"
+    );
 
     let err = Loader::with_env(Some(file("[ingres]\n").path()), env(&[])).unwrap_err();
     assert!(err.to_string().contains("ingres"), "{err}");
 
-    let err = Loader::with_env(Some(std::path::Path::new("/nonexistent.toml")), env(&[])).unwrap_err();
+    let err =
+        Loader::with_env(Some(std::path::Path::new("/nonexistent.toml")), env(&[])).unwrap_err();
     assert!(err.to_string().contains("/nonexistent.toml"), "{err}");
 }
 
@@ -80,5 +106,8 @@ fn nats_url_comes_from_the_conventional_variable() {
         url: String,
     }
     let loader = Loader::with_env(None, env(&[("NATS_URL", "nats://127.0.0.1:1")])).unwrap();
-    assert_eq!(loader.section::<Nats>("nats").unwrap().url, "nats://127.0.0.1:1");
+    assert_eq!(
+        loader.section::<Nats>("nats").unwrap().url,
+        "nats://127.0.0.1:1"
+    );
 }

@@ -169,13 +169,22 @@ impl IngressConfig {
     /// Builds every source's verifier; the first bad one names its key.
     pub fn sources(&self) -> Result<Vec<Source>, ConfigError> {
         if self.body_limit.0 == 0 {
-            return Err(ConfigError::invalid("ingress.body_limit", "must be more than 0"));
+            return Err(ConfigError::invalid(
+                "ingress.body_limit",
+                "must be more than 0",
+            ));
         }
         if self.max_in_flight == 0 {
-            return Err(ConfigError::invalid("ingress.max_in_flight", "must be more than 0"));
+            return Err(ConfigError::invalid(
+                "ingress.max_in_flight",
+                "must be more than 0",
+            ));
         }
         if self.publish_timeout.is_zero() {
-            return Err(ConfigError::invalid("ingress.publish_timeout", "must be more than 0"));
+            return Err(ConfigError::invalid(
+                "ingress.publish_timeout",
+                "must be more than 0",
+            ));
         }
         self.sources
             .iter()
@@ -196,11 +205,17 @@ impl SourceConfig {
             id_header: self.id_header.as_deref().map(str::to_ascii_lowercase),
             id_pointer: self.id_pointer.clone(),
         };
-        for (field, pointer) in [("type_pointer", &self.type_pointer), ("id_pointer", &self.id_pointer)] {
+        for (field, pointer) in [
+            ("type_pointer", &self.type_pointer),
+            ("id_pointer", &self.id_pointer),
+        ] {
             if let Some(p) = pointer
                 && !p.starts_with('/')
             {
-                return Err(ConfigError::invalid(key(field), format!("{p:?} is not a JSON pointer (it starts with /)")));
+                return Err(ConfigError::invalid(
+                    key(field),
+                    format!("{p:?} is not a JSON pointer (it starts with /)"),
+                ));
             }
         }
         let uses_extract = extract != Extract::default();
@@ -213,7 +228,10 @@ impl SourceConfig {
             VerifierName::None => Scheme::None(extract.clone()),
             VerifierName::Hmac => {
                 let hmac = self.hmac.as_ref().ok_or_else(|| {
-                    ConfigError::invalid(key("hmac"), "verifier \"hmac\" needs an [hmac] table with at least `header`")
+                    ConfigError::invalid(
+                        key("hmac"),
+                        "verifier \"hmac\" needs an [hmac] table with at least `header`",
+                    )
                 })?;
                 let payload = match &hmac.payload {
                     Some(text) => PayloadTemplate::parse(text)
@@ -221,13 +239,23 @@ impl SourceConfig {
                     None => PayloadTemplate::default(),
                 };
                 if payload.uses_timestamp() && hmac.timestamp_header.is_none() {
-                    return Err(ConfigError::invalid(key("hmac.timestamp_header"), "the payload uses {timestamp}, so name the header that carries it"));
+                    return Err(ConfigError::invalid(
+                        key("hmac.timestamp_header"),
+                        "the payload uses {timestamp}, so name the header that carries it",
+                    ));
                 }
-                if payload.uses_id() && extract.id_header.is_none() && extract.id_pointer.is_none() {
-                    return Err(ConfigError::invalid(key("id_header"), "the payload uses {id}, so set id_header or id_pointer"));
+                if payload.uses_id() && extract.id_header.is_none() && extract.id_pointer.is_none()
+                {
+                    return Err(ConfigError::invalid(
+                        key("id_header"),
+                        "the payload uses {id}, so set id_header or id_pointer",
+                    ));
                 }
                 if hmac.header.trim().is_empty() {
-                    return Err(ConfigError::invalid(key("hmac.header"), "must name a header"));
+                    return Err(ConfigError::invalid(
+                        key("hmac.header"),
+                        "must name a header",
+                    ));
                 }
                 Scheme::Hmac(HmacScheme {
                     header: hmac.header.to_ascii_lowercase(),
@@ -241,13 +269,19 @@ impl SourceConfig {
                         AlgorithmName::Sha512 => Algorithm::Sha512,
                     },
                     payload,
-                    timestamp_header: hmac.timestamp_header.as_deref().map(str::to_ascii_lowercase),
+                    timestamp_header: hmac
+                        .timestamp_header
+                        .as_deref()
+                        .map(str::to_ascii_lowercase),
                     extract,
                 })
             }
         };
         if self.hmac.is_some() && self.verifier != VerifierName::Hmac {
-            return Err(ConfigError::invalid(key("hmac"), "only for verifier = \"hmac\""));
+            return Err(ConfigError::invalid(
+                key("hmac"),
+                "only for verifier = \"hmac\"",
+            ));
         }
         if uses_extract && !matches!(self.verifier, VerifierName::Hmac | VerifierName::None) {
             return Err(ConfigError::invalid(
@@ -263,12 +297,23 @@ impl SourceConfig {
             .collect();
         if let Some(path) = &self.secrets_file {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::invalid(key("secrets_file"), format!("cannot read {}: {e}", path.display()))
+                ConfigError::invalid(
+                    key("secrets_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
             })?;
-            secrets.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned));
+            secrets.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+            );
         }
         if self.verifier == VerifierName::None && !secrets.is_empty() {
-            return Err(ConfigError::invalid(key("secrets"), "verifier \"none\" checks no signature, so it takes no secrets"));
+            return Err(ConfigError::invalid(
+                key("secrets"),
+                "verifier \"none\" checks no signature, so it takes no secrets",
+            ));
         }
         if self.verifier != VerifierName::None && secrets.is_empty() {
             return Err(ConfigError::invalid(
@@ -277,7 +322,10 @@ impl SourceConfig {
             ));
         }
         if self.rate_limit == Some(0) {
-            return Err(ConfigError::invalid(key("rate_limit"), "must be more than 0, or absent for no limit"));
+            return Err(ConfigError::invalid(
+                key("rate_limit"),
+                "must be more than 0, or absent for no limit",
+            ));
         }
         let tolerance = self.tolerance.unwrap_or(default_tolerance).as_secs();
         let verifier = Verifier::new(scheme, &secrets, tolerance)

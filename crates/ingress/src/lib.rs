@@ -122,7 +122,8 @@ fn router(state: routes::SharedState) -> Router {
 /// The whole process: configuration from `config_path` (or `HOOKBUS_CONFIG`) and the environment,
 /// telemetry, the listener, and SIGINT/SIGTERM for a graceful stop.
 pub async fn service_main(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let loader = hookbus_config::Loader::new(hookbus_config::Loader::path_from_env(config_path).as_deref())?;
+    let loader =
+        hookbus_config::Loader::new(hookbus_config::Loader::path_from_env(config_path).as_deref())?;
     let config = Config::load(&loader)?;
     let _telemetry = hookbus_telemetry::init("hookbus-ingress", &config.telemetry)?;
     let listener = TcpListener::bind(config.ingress.listen)

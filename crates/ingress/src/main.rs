@@ -8,7 +8,9 @@ async fn main() -> anyhow::Result<()> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => config = args.next().map(Into::into),
-            other => anyhow::bail!("unknown argument {other:?}; usage: hookbus-ingress [--config FILE]"),
+            other => {
+                anyhow::bail!("unknown argument {other:?}; usage: hookbus-ingress [--config FILE]")
+            }
         }
     }
     hookbus_ingress::service_main(config).await

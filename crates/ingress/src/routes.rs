@@ -98,17 +98,28 @@ pub async fn receive(
     );
     // The parent must be set before the span is first entered.
     hookbus_telemetry::set_parent_from_http(&span, &headers);
-    handle(state, source_name, headers, body).instrument(span).await
+    handle(state, source_name, headers, body)
+        .instrument(span)
+        .await
 }
 
-async fn handle(state: SharedState, source_name: String, headers: HeaderMap, body: Body) -> Response {
+async fn handle(
+    state: SharedState,
+    source_name: String,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     let known = state.sources.get(&source_name);
     let label = known.map_or("_unknown", |s| s.source.name.as_str());
     let result = accept(&state, known, &source_name, &headers, body, started).await;
     let outcome = match &result {
-        Ok(Accepted::Stored { duplicate: false, .. }) => "accepted",
-        Ok(Accepted::Stored { duplicate: true, .. }) => "duplicate",
+        Ok(Accepted::Stored {
+            duplicate: false, ..
+        }) => "accepted",
+        Ok(Accepted::Stored {
+            duplicate: true, ..
+        }) => "duplicate",
         Ok(Accepted::Challenge(_)) => "challenge",
         Err(e) => e.code(),
     };
@@ -121,13 +132,16 @@ async fn handle(state: SharedState, source_name: String, headers: HeaderMap, bod
         })
         .inc();
     match result {
-        Ok(Accepted::Stored { id, duplicate }) => {
-            (StatusCode::OK, Json(serde_json::json!({"id": id, "duplicate": duplicate})))
-                .into_response()
-        }
-        Ok(Accepted::Challenge(challenge)) => {
-            (StatusCode::OK, Json(serde_json::json!({"challenge": challenge}))).into_response()
-        }
+        Ok(Accepted::Stored { id, duplicate }) => (
+            StatusCode::OK,
+            Json(serde_json::json!({"id": id, "duplicate": duplicate})),
+        )
+            .into_response(),
+        Ok(Accepted::Challenge(challenge)) => (
+            StatusCode::OK,
+            Json(serde_json::json!({"challenge": challenge})),
+        )
+            .into_response(),
         Err(error) => {
             match &error {
                 ApiError::Verify(e) => {
@@ -264,7 +278,9 @@ fn envelope(
             seconds: now.as_secs() as i64,
             nanos: now.subsec_nanos() as i32,
         }),
-        occurred_at: verified.occurred_at.map(|seconds| Timestamp { seconds, nanos: 0 }),
+        occurred_at: verified
+            .occurred_at
+            .map(|seconds| Timestamp { seconds, nanos: 0 }),
         delivery_id: verified.delivery_id.unwrap_or_default(),
         tenant: None,
         content_type: headers

@@ -144,7 +144,10 @@ mod tests {
         let registry = Registry::default();
         let mut known: Vec<_> = registry.names().map(str::to_owned).collect();
         known.sort();
-        assert_eq!(known, fds, "add new messages to the registry in registry.rs");
+        assert_eq!(
+            known, fds,
+            "add new messages to the registry in registry.rs"
+        );
     }
 
     /// Message names from the encoded descriptor set, read with prost's own wire decoding of the
@@ -203,7 +206,10 @@ mod tests {
             created_at: None,
         };
         let ct = content_type_for::<OrderCreated>();
-        assert_eq!(ct, "application/protobuf; proto=hookbus.commerce.v1.OrderCreated");
+        assert_eq!(
+            ct,
+            "application/protobuf; proto=hookbus.commerce.v1.OrderCreated"
+        );
         let json = Registry::default()
             .to_json(&ct, &order.encode_to_vec())
             .unwrap();

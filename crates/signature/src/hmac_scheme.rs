@@ -74,7 +74,12 @@ impl PayloadTemplate {
     }
 
     /// The signed content's parts, in order.
-    pub(crate) fn resolve<'a>(&'a self, body: &'a [u8], timestamp: &'a str, id: &'a str) -> Vec<&'a [u8]> {
+    pub(crate) fn resolve<'a>(
+        &'a self,
+        body: &'a [u8],
+        timestamp: &'a str,
+        id: &'a str,
+    ) -> Vec<&'a [u8]> {
         self.0
             .iter()
             .map(|part| match part {
@@ -111,7 +116,9 @@ impl Extract {
         } else {
             None
         };
-        let pick = |header: &Option<String>, pointer: &Option<String>| -> Result<Option<String>, VerifyError> {
+        let pick = |header: &Option<String>,
+                    pointer: &Option<String>|
+         -> Result<Option<String>, VerifyError> {
             if let Some(name) = header
                 && let Some(value) = ctx.header(name)?
             {
@@ -153,12 +160,12 @@ impl HmacScheme {
     pub(crate) fn verify(&self, ctx: &Ctx<'_>) -> Result<Verified, VerifyError> {
         let header = &self.header;
         let value = ctx.required(header)?;
-        let encoded = value
-            .strip_prefix(self.prefix.as_str())
-            .ok_or_else(|| VerifyError::MalformedHeader {
+        let encoded = value.strip_prefix(self.prefix.as_str()).ok_or_else(|| {
+            VerifyError::MalformedHeader {
                 header: header.clone(),
                 reason: format!("expected the prefix {:?}", self.prefix),
-            })?;
+            }
+        })?;
         let candidate = match self.encoding {
             Encoding::Hex => hex::decode(encoded).map_err(|e| e.to_string()),
             Encoding::Base64 => {

@@ -24,12 +24,12 @@ impl SigningSecret {
 
     /// Parses `whsec_<base64>`.
     pub fn parse(text: &str) -> Result<Self, KeyError> {
-        let encoded = text
-            .strip_prefix("whsec_")
-            .ok_or_else(|| KeyError::BadStandardWebhooksSecret {
-                index: 0,
-                reason: "does not start with whsec_".into(),
-            })?;
+        let encoded =
+            text.strip_prefix("whsec_")
+                .ok_or_else(|| KeyError::BadStandardWebhooksSecret {
+                    index: 0,
+                    reason: "does not start with whsec_".into(),
+                })?;
         let key = STANDARD
             .decode(encoded)
             .map_err(|e| KeyError::BadStandardWebhooksSecret {

@@ -19,14 +19,27 @@ pub struct Outgoing<'a> {
 }
 
 /// The headers a provider would send with `request`, signed with `secret`.
-pub fn sign_as_provider(scheme: &Scheme, secret: &str, request: Outgoing<'_>) -> Vec<(String, String)> {
+pub fn sign_as_provider(
+    scheme: &Scheme,
+    secret: &str,
+    request: Outgoing<'_>,
+) -> Vec<(String, String)> {
     let key = key_bytes_for(scheme, secret);
     let ts = request.timestamp.to_string();
     let body = request.body;
     let h = |name: &str, value: String| (name.to_owned(), value);
     match scheme {
         Scheme::StandardWebhooks => {
-            let sig = mac::sha256(&key, &[request.delivery_id.as_bytes(), b".", ts.as_bytes(), b".", body]);
+            let sig = mac::sha256(
+                &key,
+                &[
+                    request.delivery_id.as_bytes(),
+                    b".",
+                    ts.as_bytes(),
+                    b".",
+                    body,
+                ],
+            );
             vec![
                 h("webhook-id", request.delivery_id.to_owned()),
                 h("webhook-timestamp", ts),
@@ -34,16 +47,25 @@ pub fn sign_as_provider(scheme: &Scheme, secret: &str, request: Outgoing<'_>) ->
             ]
         }
         Scheme::Github => vec![
-            h("x-hub-signature-256", format!("sha256={}", hex::encode(mac::sha256(&key, &[body])))),
+            h(
+                "x-hub-signature-256",
+                format!("sha256={}", hex::encode(mac::sha256(&key, &[body]))),
+            ),
             h("x-github-event", request.event_type.to_owned()),
             h("x-github-delivery", request.delivery_id.to_owned()),
         ],
         Scheme::Stripe => {
             let sig = mac::sha256(&key, &[ts.as_bytes(), b".", body]);
-            vec![h("stripe-signature", format!("t={ts},v1={}", hex::encode(sig)))]
+            vec![h(
+                "stripe-signature",
+                format!("t={ts},v1={}", hex::encode(sig)),
+            )]
         }
         Scheme::Shopify => vec![
-            h("x-shopify-hmac-sha256", STANDARD.encode(mac::sha256(&key, &[body]))),
+            h(
+                "x-shopify-hmac-sha256",
+                STANDARD.encode(mac::sha256(&key, &[body])),
+            ),
             h("x-shopify-topic", request.event_type.to_owned()),
             h("x-shopify-webhook-id", request.delivery_id.to_owned()),
         ],

@@ -10,9 +10,15 @@ use crate::mac;
 use crate::verifier::{Ctx, Verified, parse_timestamp};
 
 /// Fails with `Mismatch` unless one of `candidates` is the MAC of `parts` under one of the keys.
-fn check(ctx: &Ctx<'_>, header: &str, parts: &[&[u8]], candidates: &[Vec<u8>]) -> Result<(), VerifyError> {
+fn check(
+    ctx: &Ctx<'_>,
+    header: &str,
+    parts: &[&[u8]],
+    candidates: &[Vec<u8>],
+) -> Result<(), VerifyError> {
     let matched = ctx.keys.iter().any(|key| {
-        mac::compute(Algorithm::Sha256, key, parts).matches_any(candidates.iter().map(Vec::as_slice))
+        mac::compute(Algorithm::Sha256, key, parts)
+            .matches_any(candidates.iter().map(Vec::as_slice))
     });
     if matched {
         Ok(())
@@ -81,7 +87,13 @@ pub(crate) fn standard_webhooks(ctx: &Ctx<'_>) -> Result<Verified, VerifyError> 
     check(
         ctx,
         &sig_h,
-        &[id.as_bytes(), b".", timestamp_text.as_bytes(), b".", ctx.body],
+        &[
+            id.as_bytes(),
+            b".",
+            timestamp_text.as_bytes(),
+            b".",
+            ctx.body,
+        ],
         &candidates,
     )?;
     ctx.check_tolerance(timestamp)?;
@@ -150,7 +162,12 @@ pub(crate) fn stripe(ctx: &Ctx<'_>) -> Result<Verified, VerifyError> {
     if candidates.is_empty() {
         return Err(malformed(SIG, "no v1 signature"));
     }
-    check(ctx, SIG, &[timestamp_text.as_bytes(), b".", ctx.body], &candidates)?;
+    check(
+        ctx,
+        SIG,
+        &[timestamp_text.as_bytes(), b".", ctx.body],
+        &candidates,
+    )?;
     ctx.check_tolerance(timestamp)?;
 
     let body = ctx.json()?;
@@ -204,7 +221,8 @@ pub(crate) fn slack(ctx: &Ctx<'_>) -> Result<Verified, VerifyError> {
         match str_at(&body, "/type") {
             Some("url_verification") => {
                 verified.event_type = Some("url_verification".into());
-                verified.challenge = Some(str_at(&body, "/challenge").unwrap_or_default().to_owned());
+                verified.challenge =
+                    Some(str_at(&body, "/challenge").unwrap_or_default().to_owned());
             }
             Some("event_callback") => {
                 verified.event_type = str_at(&body, "/event/type").map(str::to_owned);

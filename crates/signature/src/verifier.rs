@@ -176,13 +176,15 @@ impl Ctx<'_> {
     pub fn header(&self, name: &str) -> Result<Option<&str>, VerifyError> {
         match self.headers.get(name) {
             None => Ok(None),
-            Some(value) => value
-                .to_str()
-                .map(|v| Some(v.trim()))
-                .map_err(|_| VerifyError::MalformedHeader {
-                    header: name.to_owned(),
-                    reason: "not visible ASCII".into(),
-                }),
+            Some(value) => {
+                value
+                    .to_str()
+                    .map(|v| Some(v.trim()))
+                    .map_err(|_| VerifyError::MalformedHeader {
+                        header: name.to_owned(),
+                        reason: "not visible ASCII".into(),
+                    })
+            }
         }
     }
 

@@ -1,11 +1,11 @@
 //! Freshly signed requests for every scheme, the error each kind of bad request gets, and the
 //! outbound signer checked by the independent `standardwebhooks` crate.
 
-use http::{HeaderMap, HeaderName, HeaderValue};
 use hookbus_signature::{
     Algorithm, Encoding, Extract, HmacScheme, Outgoing, PayloadTemplate, Scheme, SigningSecret,
     Verifier, VerifyError, sign_as_provider, sign_standard_webhooks,
 };
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 const NOW: i64 = 1_750_000_000;
 const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -42,12 +42,42 @@ fn acme() -> HmacScheme {
 /// (scheme, secret, body, expected type)
 fn cases() -> Vec<(Scheme, &'static str, String, &'static str)> {
     vec![
-        (Scheme::StandardWebhooks, SW_SECRET, r#"{"type":"invoice.paid","data":{}}"#.into(), "invoice.paid"),
-        (Scheme::Github, "gh-secret", r#"{"action":"opened","number":1}"#.into(), "pull_request.opened"),
-        (Scheme::Stripe, "whsec_stripe", r#"{"id":"evt_9","type":"charge.refunded","created":1}"#.into(), "charge.refunded"),
-        (Scheme::Shopify, "shpss_x", r#"{"id":1}"#.into(), "orders/create"),
-        (Scheme::Slack, "slack-secret", r#"{"type":"event_callback","event_id":"Ev9","event":{"type":"app_mention"}}"#.into(), "app_mention"),
-        (Scheme::Hmac(acme()), "acme-secret", r#"{"kind":"thing.happened"}"#.into(), "thing.happened"),
+        (
+            Scheme::StandardWebhooks,
+            SW_SECRET,
+            r#"{"type":"invoice.paid","data":{}}"#.into(),
+            "invoice.paid",
+        ),
+        (
+            Scheme::Github,
+            "gh-secret",
+            r#"{"action":"opened","number":1}"#.into(),
+            "pull_request.opened",
+        ),
+        (
+            Scheme::Stripe,
+            "whsec_stripe",
+            r#"{"id":"evt_9","type":"charge.refunded","created":1}"#.into(),
+            "charge.refunded",
+        ),
+        (
+            Scheme::Shopify,
+            "shpss_x",
+            r#"{"id":1}"#.into(),
+            "orders/create",
+        ),
+        (
+            Scheme::Slack,
+            "slack-secret",
+            r#"{"type":"event_callback","event_id":"Ev9","event":{"type":"app_mention"}}"#.into(),
+            "app_mention",
+        ),
+        (
+            Scheme::Hmac(acme()),
+            "acme-secret",
+            r#"{"kind":"thing.happened"}"#.into(),
+            "thing.happened",
+        ),
     ]
 }
 
@@ -83,8 +113,18 @@ fn freshly_signed_requests_verify_with_type_and_id() {
         let verified = verifier
             .verify(&headers, body.as_bytes(), NOW)
             .unwrap_or_else(|e| panic!("{}: {e}", scheme.name()));
-        assert_eq!(verified.event_type.as_deref(), Some(event_type), "{}", scheme.name());
-        assert_eq!(verified.delivery_id.as_deref(), Some(delivery_id(&scheme)), "{}", scheme.name());
+        assert_eq!(
+            verified.event_type.as_deref(),
+            Some(event_type),
+            "{}",
+            scheme.name()
+        );
+        assert_eq!(
+            verified.delivery_id.as_deref(),
+            Some(delivery_id(&scheme)),
+            "{}",
+            scheme.name()
+        );
     }
 }
 
@@ -126,7 +166,12 @@ fn timestamps_outside_the_tolerance_are_refused_in_both_directions() {
             continue; // no signed timestamp in these schemes
         }
         let verifier = Verifier::new(scheme.clone(), &[secret], 300).unwrap();
-        for (signed_at, ok) in [(NOW - 300, true), (NOW + 300, true), (NOW - 301, false), (NOW + 301, false)] {
+        for (signed_at, ok) in [
+            (NOW - 300, true),
+            (NOW + 300, true),
+            (NOW - 301, false),
+            (NOW + 301, false),
+        ] {
             let headers = sign(&scheme, secret, &body, event_type, signed_at);
             let result = verifier.verify(&headers, body.as_bytes(), NOW);
             match (ok, result) {
@@ -134,7 +179,10 @@ fn timestamps_outside_the_tolerance_are_refused_in_both_directions() {
                 (false, Err(VerifyError::TimestampOutOfTolerance { skew, .. })) => {
                     assert_eq!(skew.abs(), 301);
                 }
-                (ok, other) => panic!("{} signed at {signed_at}, expected ok={ok}: {other:?}", scheme.name()),
+                (ok, other) => panic!(
+                    "{} signed at {signed_at}, expected ok={ok}: {other:?}",
+                    scheme.name()
+                ),
             }
         }
     }
@@ -143,7 +191,11 @@ fn timestamps_outside_the_tolerance_are_refused_in_both_directions() {
 #[test]
 fn json_schemes_reject_unreadable_bodies_with_invalid_body() {
     for scheme in [Scheme::StandardWebhooks, Scheme::Stripe] {
-        let secret = if scheme == Scheme::Stripe { "whsec_stripe" } else { SW_SECRET };
+        let secret = if scheme == Scheme::Stripe {
+            "whsec_stripe"
+        } else {
+            SW_SECRET
+        };
         let headers = sign(&scheme, secret, "not json", "x", NOW);
         let verifier = Verifier::new(scheme.clone(), &[secret], 300).unwrap();
         let err = verifier.verify(&headers, b"not json", NOW).unwrap_err();
@@ -188,9 +240,21 @@ fn schemes_with_secrets_refuse_an_empty_list_or_a_bad_key() {
 
 #[test]
 fn payload_templates_name_what_is_wrong() {
-    assert!(PayloadTemplate::parse("{timestamp}").unwrap_err().contains("{body}"));
-    assert!(PayloadTemplate::parse("{body}{nope}").unwrap_err().contains("{nope}"));
-    assert!(PayloadTemplate::parse("{body").unwrap_err().contains("unclosed"));
+    assert!(
+        PayloadTemplate::parse("{timestamp}")
+            .unwrap_err()
+            .contains("{body}")
+    );
+    assert!(
+        PayloadTemplate::parse("{body}{nope}")
+            .unwrap_err()
+            .contains("{nope}")
+    );
+    assert!(
+        PayloadTemplate::parse("{body")
+            .unwrap_err()
+            .contains("unclosed")
+    );
 }
 
 #[test]
@@ -204,7 +268,10 @@ fn outbound_signatures_verify_with_the_standardwebhooks_crate() {
         let webhook = standardwebhooks::Webhook::new(&secret.expose()).unwrap();
         let mut headers = HeaderMap::new();
         headers.insert("webhook-id", HeaderValue::from_static("msg_1"));
-        headers.insert("webhook-timestamp", HeaderValue::from_str(&NOW.to_string()).unwrap());
+        headers.insert(
+            "webhook-timestamp",
+            HeaderValue::from_str(&NOW.to_string()).unwrap(),
+        );
         headers.insert("webhook-signature", HeaderValue::from_str(&header).unwrap());
         // the crate checks against the real clock, so sign with a current timestamp for it
         let now = std::time::SystemTime::now()
@@ -212,12 +279,18 @@ fn outbound_signatures_verify_with_the_standardwebhooks_crate() {
             .unwrap()
             .as_secs() as i64;
         let fresh = sign_standard_webhooks(std::slice::from_ref(&secret), "msg_1", now, body);
-        headers.insert("webhook-timestamp", HeaderValue::from_str(&now.to_string()).unwrap());
+        headers.insert(
+            "webhook-timestamp",
+            HeaderValue::from_str(&now.to_string()).unwrap(),
+        );
         headers.insert("webhook-signature", HeaderValue::from_str(&fresh).unwrap());
         webhook.verify(body, &headers).unwrap();
         // and the multi-signature header verifies with our own verifier for each secret
         let verifier = Verifier::new(Scheme::StandardWebhooks, &[secret.expose()], 300).unwrap();
-        headers.insert("webhook-timestamp", HeaderValue::from_str(&NOW.to_string()).unwrap());
+        headers.insert(
+            "webhook-timestamp",
+            HeaderValue::from_str(&NOW.to_string()).unwrap(),
+        );
         headers.insert("webhook-signature", HeaderValue::from_str(&header).unwrap());
         verifier.verify(&headers, body, NOW).unwrap();
     }

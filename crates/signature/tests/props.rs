@@ -1,14 +1,17 @@
 //! Property tests: any one-byte change breaks verification, and no header string panics a parser.
 
-use http::{HeaderMap, HeaderName, HeaderValue};
 use hookbus_signature::{Outgoing, Scheme, Verifier, sign_as_provider};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 
 const NOW: i64 = 1_750_000_000;
 
 fn schemes() -> Vec<(Scheme, &'static str)> {
     vec![
-        (Scheme::StandardWebhooks, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        (
+            Scheme::StandardWebhooks,
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ),
         (Scheme::Github, "gh"),
         (Scheme::Stripe, "whsec_s"),
         (Scheme::Shopify, "shp"),
@@ -28,13 +31,19 @@ fn signed(scheme: &Scheme, secret: &str, body: &[u8]) -> HeaderMap {
         },
     )
     .into_iter()
-    .map(|(k, v)| (HeaderName::try_from(k).unwrap(), HeaderValue::try_from(v).unwrap()))
+    .map(|(k, v)| {
+        (
+            HeaderName::try_from(k).unwrap(),
+            HeaderValue::try_from(v).unwrap(),
+        )
+    })
     .collect()
 }
 
 /// Bodies that every scheme accepts (JSON with the fields the JSON schemes read).
 fn body_strategy() -> impl Strategy<Value = Vec<u8>> {
-    "[a-z0-9 ]{0,200}".prop_map(|text| format!(r#"{{"id":"evt","type":"x","text":"{text}"}}"#).into_bytes())
+    "[a-z0-9 ]{0,200}"
+        .prop_map(|text| format!(r#"{{"id":"evt","type":"x","text":"{text}"}}"#).into_bytes())
 }
 
 proptest! {

@@ -1,8 +1,8 @@
 //! Known-answer vectors: requests signed by each provider's own library (copied from
 //! `shared/vectors/signatures.json`), verified at the vector's clock.
 
-use http::{HeaderMap, HeaderName, HeaderValue};
 use hookbus_signature::{Scheme, Verifier, VerifyError};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -50,7 +50,8 @@ fn headers(map: &std::collections::BTreeMap<String, String>) -> HeaderMap {
 #[test]
 fn every_vector_verifies_and_names_its_type_and_id() {
     let vectors = vectors();
-    let schemes: std::collections::BTreeSet<_> = vectors.iter().map(|v| v.scheme.as_str()).collect();
+    let schemes: std::collections::BTreeSet<_> =
+        vectors.iter().map(|v| v.scheme.as_str()).collect();
     assert_eq!(
         schemes.into_iter().collect::<Vec<_>>(),
         ["github", "shopify", "slack", "standard-webhooks", "stripe"]
@@ -77,8 +78,18 @@ fn every_vector_verifies_and_names_its_type_and_id() {
             "slack" => Some("slash_command"),
             _ => unreachable!(),
         };
-        assert_eq!(verified.delivery_id.as_deref(), expected_id, "{}", v.made_by);
-        assert_eq!(verified.event_type.as_deref(), expected_type, "{}", v.made_by);
+        assert_eq!(
+            verified.delivery_id.as_deref(),
+            expected_id,
+            "{}",
+            v.made_by
+        );
+        assert_eq!(
+            verified.event_type.as_deref(),
+            expected_type,
+            "{}",
+            v.made_by
+        );
     }
 }
 
@@ -95,12 +106,18 @@ fn every_vector_fails_with_another_secret_or_a_changed_body() {
         let err = verifier
             .verify(&headers(&v.headers), v.body.as_bytes(), now)
             .unwrap_err();
-        assert!(matches!(err, VerifyError::Mismatch { .. }), "{}: {err}", v.scheme);
+        assert!(
+            matches!(err, VerifyError::Mismatch { .. }),
+            "{}: {err}",
+            v.scheme
+        );
 
         let verifier = Verifier::new(scheme(&v.scheme), &[v.secret.as_str()], 300).unwrap();
         let mut body = v.body.clone().into_bytes();
         body[0] ^= 1;
-        let err = verifier.verify(&headers(&v.headers), &body, now).unwrap_err();
+        let err = verifier
+            .verify(&headers(&v.headers), &body, now)
+            .unwrap_err();
         assert_eq!(err.code(), "invalid_signature", "{}: {err}", v.scheme);
     }
 }
@@ -114,7 +131,10 @@ fn rotation_accepts_old_and_new_secrets() {
         } else {
             "a-new-secret".to_owned()
         };
-        for secrets in [[other.as_str(), v.secret.as_str()], [v.secret.as_str(), other.as_str()]] {
+        for secrets in [
+            [other.as_str(), v.secret.as_str()],
+            [v.secret.as_str(), other.as_str()],
+        ] {
             let verifier = Verifier::new(scheme(&v.scheme), &secrets, 300).unwrap();
             verifier
                 .verify(&headers(&v.headers), v.body.as_bytes(), now)
@@ -136,7 +156,12 @@ fn timestamped_vectors_hold_exactly_to_the_tolerance_boundary() {
         }
         for late in [now - 301, now + 301] {
             let err = verifier.verify(&h, v.body.as_bytes(), late).unwrap_err();
-            assert_eq!(err.code(), "timestamp_out_of_tolerance", "{}: {err}", v.scheme);
+            assert_eq!(
+                err.code(),
+                "timestamp_out_of_tolerance",
+                "{}: {err}",
+                v.scheme
+            );
         }
     }
 }

@@ -15,11 +15,11 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 pub use metrics::{metrics_router, render};
+pub use prometheus_client;
 pub use propagation::{
     HttpExtractor, NatsExtractor, NatsInjector, context_from_http, context_from_nats,
     inject_current_into_nats, set_parent_from_http, set_parent_from_nats,
 };
-pub use prometheus_client;
 
 /// The `[telemetry]` section.
 #[derive(Debug, Clone, Default, Deserialize)]

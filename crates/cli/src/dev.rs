@@ -1,0 +1,179 @@
+//! `hookbus dev`: the whole system in one process on embedded defaults.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use hookbus_config::Loader;
+use hookbus_signature::{Outgoing, Scheme, sign_as_provider};
+use hookbus_testkit::NatsServer;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Where dev keeps its files (the nats-server store, the demo secret); overrides `dev.data_dir`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// The `[dev]` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct DevConfig {
+    data_dir: PathBuf,
+    /// Start a nats-server when nothing answers at `nats.url`.
+    embedded_nats: bool,
+}
+
+impl Default for DevConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            embedded_nats: true,
+        }
+    }
+}
+
+const DEMO_SOURCE: &str = "demo";
+
+pub async fn run(config_path: Option<PathBuf>, args: DevArgs) -> anyhow::Result<()> {
+    let path = Loader::path_from_env(config_path);
+    let dev: DevConfig = Loader::new(path.as_deref())?.section("dev")?;
+    let data_dir = args.data_dir.unwrap_or(dev.data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("create the data directory {}", data_dir.display()))?;
+    let secret_file = demo_secret(&data_dir)?;
+
+    // Embedded defaults sit beneath the file and the environment.
+    let defaults = format!(
+        "[ingress]\nlisten = \"127.0.0.1:8080\"\n\n[ingress.sources.{DEMO_SOURCE}]\nverifier = \"github\"\nsecrets_file = {:?}\n",
+        secret_file.display().to_string()
+    );
+    let loader = Loader::new(path.as_deref())?.with_defaults(&defaults);
+    let config = hookbus_ingress::Config::load(&loader)?;
+    let _telemetry = hookbus_telemetry::init("hookbus-dev", &config.telemetry)?;
+
+    let mut nats = None;
+    if !answers(&config.nats.url).await {
+        anyhow::ensure!(
+            dev.embedded_nats,
+            "nothing answers at {} and dev.embedded_nats is false",
+            config.nats.url
+        );
+        let port = local_port(&config.nats.url).with_context(|| {
+            format!(
+                "nothing answers at {} and it is not a local address to start a nats-server on",
+                config.nats.url
+            )
+        })?;
+        let store = data_dir.join("nats");
+        let server = tokio::task::spawn_blocking(move || NatsServer::start_in(&store, port))
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        tracing::info!(binary = %server.binary().display(), port, "started nats-server");
+        nats = Some(server);
+    }
+
+    let listener = TcpListener::bind(config.ingress.listen)
+        .await
+        .with_context(|| format!("listen on {} (ingress.listen)", config.ingress.listen))?;
+    let ingress_addr = listener.local_addr()?;
+    let secret = std::fs::read_to_string(&secret_file)?.trim().to_owned();
+    print_banner(&config.nats.url, ingress_addr, &secret, nats.is_some());
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(hookbus_ingress::stop_on_signal(shutdown.clone()));
+    let result = hookbus_ingress::run(config, listener, shutdown).await;
+    if let Some(mut server) = nats {
+        tokio::task::spawn_blocking(move || server.stop()).await?;
+        tracing::info!("stopped nats-server");
+    }
+    result?;
+    Ok(())
+}
+
+/// The demo source's secret, made once and kept in the data directory.
+fn demo_secret(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = data_dir.join("demo.secret");
+    if !path.exists() {
+        let secret: [u8; 24] = rand::random();
+        std::fs::write(&path, hex::encode(secret))
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(path)
+}
+
+async fn answers(url: &str) -> bool {
+    let Some(addr) = url.split(',').next().map(|u| {
+        u.trim()
+            .trim_start_matches("nats://")
+            .trim_start_matches("tls://")
+    }) else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// The port of a `nats://127.0.0.1:PORT` or `nats://localhost:PORT` URL.
+fn local_port(url: &str) -> Option<u16> {
+    let rest = url.trim().strip_prefix("nats://").unwrap_or(url.trim());
+    let (host, port) = rest.rsplit_once(':')?;
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+        .then(|| port.trim_end_matches('/').parse().ok())
+        .flatten()
+}
+
+fn print_banner(nats_url: &str, ingress: std::net::SocketAddr, secret: &str, embedded: bool) {
+    let body = r#"{"zen":"Design for failure.","hook_id":1}"#;
+    let delivery_id = "6f1d4c5e-0000-4000-8000-000000000001";
+    let headers = sign_as_provider(
+        &Scheme::Github,
+        secret,
+        Outgoing {
+            body: body.as_bytes(),
+            delivery_id,
+            event_type: "ping",
+            timestamp: 0,
+        },
+    );
+    let header_args: String = headers
+        .iter()
+        .map(|(k, v)| format!(" \\\n  -H '{k}: {v}'"))
+        .collect();
+    let host = if ingress.ip().is_unspecified() {
+        format!("127.0.0.1:{}", ingress.port())
+    } else {
+        ingress.to_string()
+    };
+    println!(
+        "\nhookbus dev is running\n\
+         \n  ingress      http://{host}  (POST /webhooks/{{source}}, /healthz, /readyz, /metrics)\
+         \n  nats         {nats_url}{}\
+         \n  demo source  {DEMO_SOURCE} (verifier github), secret: {secret}\
+         \n\nSend a signed test webhook (a second send is answered \"duplicate\": true):\n\
+         \ncurl -sS -X POST http://{host}/webhooks/{DEMO_SOURCE}{header_args} \\\n  -H 'content-type: application/json' \\\n  --data-raw '{body}'\n\
+         \nCtrl-C stops everything.\n",
+        if embedded {
+            " (started by hookbus dev, store under the data directory)"
+        } else {
+            ""
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_ports_come_from_local_urls_only() {
+        assert_eq!(local_port("nats://127.0.0.1:4222"), Some(4222));
+        assert_eq!(local_port("nats://localhost:14222"), Some(14222));
+        assert_eq!(local_port("nats://nats.internal:4222"), None);
+    }
+}
