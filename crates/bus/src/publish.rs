@@ -46,12 +46,13 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
-/// The NATS headers of an event: `Nats-Msg-Id` is set by the publish itself.
-pub fn event_headers(event: &Event) -> HeaderMap {
+/// The NATS headers of an event, with the trace context `trace` (see
+/// `hookbus_telemetry::outgoing_context`); `Nats-Msg-Id` is set by the publish itself.
+pub fn event_headers(event: &Event, trace: &hookbus_telemetry::TraceContext) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert("Content-Type", "application/protobuf");
     headers.insert("Hookbus-Type", event.r#type.as_str());
-    hookbus_telemetry::inject_current_into_nats(&mut headers);
+    hookbus_telemetry::inject_into_nats(&mut headers, trace);
     headers
 }
 
@@ -74,9 +75,11 @@ impl Publisher {
         &self.js
     }
 
-    /// Publishes `event` on `subject` with `msg_id`, retrying until `deadline`.
+    /// Publishes `event` on `subject` with `msg_id`, retrying until `deadline`. The event carries
+    /// the trace context of the current span, or a child of `parent` when spans are not exported.
     #[tracing::instrument(
         name = "publish",
+        level = "debug",
         skip_all,
         fields(
             otel.kind = "producer",
@@ -91,9 +94,10 @@ impl Publisher {
         event: &Event,
         msg_id: &str,
         deadline: Instant,
+        parent: &hookbus_telemetry::TraceContext,
     ) -> Result<Published, PublishError> {
         let payload = Bytes::from(event.encode_to_vec());
-        let headers = event_headers(event);
+        let headers = event_headers(event, &hookbus_telemetry::outgoing_context(parent));
         let started = Instant::now();
         let mut attempts = 0u32;
         let mut backoff = Duration::from_millis(25);

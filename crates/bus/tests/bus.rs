@@ -66,6 +66,7 @@ async fn publish_waits_for_the_ack_and_reports_duplicates() {
             &e,
             "test:d-1",
             deadline(),
+            &Default::default(),
         )
         .await
         .unwrap();
@@ -76,6 +77,7 @@ async fn publish_waits_for_the_ack_and_reports_duplicates() {
             &e,
             "test:d-1",
             deadline(),
+            &Default::default(),
         )
         .await
         .unwrap();
@@ -117,6 +119,7 @@ async fn publish_gives_up_at_the_deadline_when_the_server_is_gone() {
             &event("e-2"),
             "test:d-2",
             Instant::now() + Duration::from_millis(1500),
+            &Default::default(),
         )
         .await;
     let waited = started.elapsed();

@@ -1,7 +1,10 @@
 //! The providers' own schemes.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::VerifyError;
@@ -48,6 +51,45 @@ fn decode_base64(header: &str, value: &str) -> Result<Vec<u8>, VerifyError> {
 
 fn str_at<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
     value.pointer(pointer).and_then(Value::as_str)
+}
+
+/// The few fields the JSON schemes read; everything else in the body is skipped without being
+/// built (the body is still checked to be JSON).
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    created: Option<i64>,
+    #[serde(borrow, default)]
+    action: Option<Cow<'a, str>>,
+    // Slack
+    #[serde(borrow, default)]
+    challenge: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    event_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    event_time: Option<i64>,
+    #[serde(borrow, default)]
+    event: Option<SlackEvent<'a>>,
+    #[serde(borrow, default)]
+    trigger_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct SlackEvent<'a> {
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+}
+
+fn fields(body: &[u8]) -> Result<Fields<'_>, VerifyError> {
+    serde_json::from_slice(body).map_err(|e| VerifyError::InvalidBody(e.to_string()))
+}
+
+fn owned(text: Option<Cow<'_, str>>) -> Option<String> {
+    text.map(Cow::into_owned)
 }
 
 /// Standard Webhooks: `v1,<base64>` signatures (space separated) over `id.timestamp.body`.
@@ -98,9 +140,9 @@ pub(crate) fn standard_webhooks(ctx: &Ctx<'_>) -> Result<Verified, VerifyError> 
     )?;
     ctx.check_tolerance(timestamp)?;
 
-    let body = ctx.json()?;
+    let body = fields(ctx.body)?;
     Ok(Verified {
-        event_type: str_at(&body, "/type").map(str::to_owned),
+        event_type: owned(body.kind),
         delivery_id: Some(id.to_owned()),
         occurred_at: Some(timestamp),
         challenge: None,
@@ -120,14 +162,13 @@ pub(crate) fn github(ctx: &Ctx<'_>) -> Result<Verified, VerifyError> {
 
     let event = ctx.header("x-github-event")?.map(str::to_owned);
     // GitHub sends JSON, or a form with a `payload` field when configured so.
-    let action = serde_json::from_slice::<Value>(ctx.body)
-        .ok()
-        .or_else(|| {
-            form_urlencoded::parse(ctx.body)
-                .find(|(k, _)| k == "payload")
-                .and_then(|(_, v)| serde_json::from_str(&v).ok())
-        })
-        .and_then(|body| str_at(&body, "/action").map(str::to_owned));
+    let action = match fields(ctx.body) {
+        Ok(body) => owned(body.action),
+        Err(_) => form_urlencoded::parse(ctx.body)
+            .find(|(k, _)| k == "payload")
+            .and_then(|(_, v)| serde_json::from_str::<Value>(&v).ok())
+            .and_then(|body| str_at(&body, "/action").map(str::to_owned)),
+    };
     Ok(Verified {
         event_type: event.map(|e| match action {
             Some(action) => format!("{e}.{action}"),
@@ -170,11 +211,11 @@ pub(crate) fn stripe(ctx: &Ctx<'_>) -> Result<Verified, VerifyError> {
     )?;
     ctx.check_tolerance(timestamp)?;
 
-    let body = ctx.json()?;
+    let body = fields(ctx.body)?;
     Ok(Verified {
-        event_type: str_at(&body, "/type").map(str::to_owned),
-        delivery_id: str_at(&body, "/id").map(str::to_owned),
-        occurred_at: body.pointer("/created").and_then(Value::as_i64),
+        event_type: owned(body.kind),
+        delivery_id: owned(body.id),
+        occurred_at: body.created,
         challenge: None,
     })
 }
@@ -217,21 +258,20 @@ pub(crate) fn slack(ctx: &Ctx<'_>) -> Result<Verified, VerifyError> {
     ctx.check_tolerance(timestamp)?;
 
     let mut verified = Verified::default();
-    if let Ok(body) = serde_json::from_slice::<Value>(ctx.body) {
-        match str_at(&body, "/type") {
+    if let Ok(body) = fields(ctx.body) {
+        match body.kind.as_deref() {
             Some("url_verification") => {
                 verified.event_type = Some("url_verification".into());
-                verified.challenge =
-                    Some(str_at(&body, "/challenge").unwrap_or_default().to_owned());
+                verified.challenge = Some(owned(body.challenge).unwrap_or_default());
             }
             Some("event_callback") => {
-                verified.event_type = str_at(&body, "/event/type").map(str::to_owned);
-                verified.delivery_id = str_at(&body, "/event_id").map(str::to_owned);
-                verified.occurred_at = body.pointer("/event_time").and_then(Value::as_i64);
+                verified.event_type = body.event.and_then(|e| owned(e.kind));
+                verified.delivery_id = owned(body.event_id);
+                verified.occurred_at = body.event_time;
             }
-            other => {
-                verified.event_type = other.map(str::to_owned);
-                verified.delivery_id = str_at(&body, "/event_id").map(str::to_owned);
+            _ => {
+                verified.event_type = owned(body.kind);
+                verified.delivery_id = owned(body.event_id);
             }
         }
         return Ok(verified);
@@ -239,10 +279,10 @@ pub(crate) fn slack(ctx: &Ctx<'_>) -> Result<Verified, VerifyError> {
     for (key, value) in form_urlencoded::parse(ctx.body) {
         match &*key {
             "payload" => {
-                let payload: Value = serde_json::from_str(&value)
+                let payload = fields(value.as_bytes())
                     .map_err(|e| VerifyError::InvalidBody(format!("form field payload: {e}")))?;
-                verified.event_type = str_at(&payload, "/type").map(str::to_owned);
-                verified.delivery_id = str_at(&payload, "/trigger_id").map(str::to_owned);
+                verified.event_type = owned(payload.kind);
+                verified.delivery_id = owned(payload.trigger_id);
             }
             "command" => verified.event_type = Some("slash_command".into()),
             "trigger_id" if verified.delivery_id.is_none() => {

@@ -11,14 +11,16 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 pub use metrics::{metrics_router, render};
+pub use opentelemetry::Context as TraceContext;
 pub use prometheus_client;
 pub use propagation::{
     HttpExtractor, NatsExtractor, NatsInjector, context_from_http, context_from_nats,
-    inject_current_into_nats, set_parent_from_http, set_parent_from_nats,
+    inject_into_nats, outgoing_context, set_parent_from_nats, set_span_parent,
 };
 
 /// The `[telemetry]` section.
@@ -57,9 +59,12 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber for `service`. Spans always carry OpenTelemetry context, so the
-/// trace id reaches NATS headers and outbound requests; spans are exported only when
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+/// Installs the global subscriber for `service`.
+///
+/// When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans become OpenTelemetry spans exported over
+/// OTLP/HTTP (hookbus's own debug spans included, whatever `RUST_LOG` says). When it is not, no
+/// OpenTelemetry layer is installed and spans cost only what logging costs; trace context still
+/// crosses the bus, through [`outgoing_context`].
 pub fn init(service: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
@@ -69,7 +74,8 @@ pub fn init(service: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, T
             .with_service_name(service.to_owned())
             .build(),
     );
-    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some_and(|v| !v.is_empty()) {
+    let exporting = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some_and(|v| !v.is_empty());
+    if exporting {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .build()
@@ -80,19 +86,31 @@ pub fn init(service: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, T
     let tracer = provider.tracer(service.to_owned());
     opentelemetry::global::set_tracer_provider(provider.clone());
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    // RUST_LOG filters the logs only, not the exported spans.
+    let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let otel = exporting.then(|| {
+        tracing_opentelemetry::layer().with_tracer(tracer).with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target("hookbus", tracing::Level::DEBUG)
+                .with_default(tracing::Level::INFO),
+        )
+    });
+    let registry = tracing_subscriber::registry().with(otel);
     let installed = match config.log_format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_target(true))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(true)
+                    .with_filter(log_filter),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_current_span(false),
+                    .with_current_span(false)
+                    .with_filter(log_filter),
             )
             .try_init(),
     };

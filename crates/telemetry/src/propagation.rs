@@ -2,7 +2,9 @@
 
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceState};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Writes trace context into NATS message headers.
@@ -50,10 +52,11 @@ pub fn context_from_http(headers: &http::HeaderMap) -> Context {
     TraceContextPropagator::new().extract(&HttpExtractor(headers))
 }
 
-/// Makes `span` a child of the trace in an HTTP request's headers, when there is one.
-pub fn set_parent_from_http(span: &tracing::Span, headers: &http::HeaderMap) {
-    if headers.contains_key("traceparent") {
-        let _ = span.set_parent(context_from_http(headers));
+/// Makes `span` a child of `parent` when it holds a valid span context and spans are exported.
+/// Call it before the span is first entered.
+pub fn set_span_parent(span: &tracing::Span, parent: &Context) {
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent.clone());
     }
 }
 
@@ -64,16 +67,40 @@ pub fn set_parent_from_nats(span: &tracing::Span, headers: &async_nats::HeaderMa
     }
 }
 
-/// Writes the current span's trace context into NATS headers.
-pub fn inject_current_into_nats(headers: &mut async_nats::HeaderMap) {
-    let cx = tracing::Span::current().context();
-    TraceContextPropagator::new().inject_context(&cx, &mut NatsInjector(headers));
+/// The trace context to send onwards from the current span.
+///
+/// With spans exported, that is the current span's own context. Without, there is no span to
+/// point at, so this is a new span id under `parent`'s trace (a new trace when `parent` has none),
+/// keeping its sampled flag: every event still carries a `traceparent` that joins the caller's
+/// trace, at the cost of two random numbers.
+pub fn outgoing_context(parent: &Context) -> Context {
+    let current = tracing::Span::current().context();
+    if current.span().span_context().is_valid() {
+        return current;
+    }
+    let ids = RandomIdGenerator::default();
+    let parent_span = parent.span();
+    let parent_context = parent_span.span_context();
+    let (trace_id, flags, state) = if parent_context.is_valid() {
+        (
+            parent_context.trace_id(),
+            parent_context.trace_flags(),
+            parent_context.trace_state().clone(),
+        )
+    } else {
+        (ids.new_trace_id(), TraceFlags::default(), TraceState::default())
+    };
+    let span_context = SpanContext::new(trace_id, ids.new_span_id(), flags, false, state);
+    Context::new().with_remote_span_context(span_context)
+}
+
+/// Writes `cx` as `traceparent`/`tracestate` into NATS headers.
+pub fn inject_into_nats(headers: &mut async_nats::HeaderMap, cx: &Context) {
+    TraceContextPropagator::new().inject_context(cx, &mut NatsInjector(headers));
 }
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::trace::TraceContextExt;
-
     use super::*;
 
     const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -108,6 +135,27 @@ mod tests {
             cx.span().span_context().trace_id().to_string(),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
+    }
+
+    #[test]
+    fn without_exported_spans_the_outgoing_context_continues_the_parents_trace() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("traceparent", TRACEPARENT);
+        let parent = context_from_nats(&headers);
+        let child = outgoing_context(&parent);
+        let mut out = async_nats::HeaderMap::new();
+        inject_into_nats(&mut out, &child);
+        let traceparent = out.get("traceparent").unwrap().as_str().to_owned();
+        assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{traceparent}");
+        assert!(traceparent.ends_with("-01"), "{traceparent}");
+        assert!(!traceparent.contains("00f067aa0ba902b7"), "a new span id: {traceparent}");
+
+        let fresh = outgoing_context(&Context::new());
+        let mut out = async_nats::HeaderMap::new();
+        inject_into_nats(&mut out, &fresh);
+        let traceparent = out.get("traceparent").unwrap().as_str().to_owned();
+        assert_eq!(traceparent.len(), 55, "{traceparent}");
+        assert!(!traceparent.contains("4bf92f3577b34da6a3ce929d0e0e4736"));
     }
 
     #[test]

@@ -366,7 +366,10 @@ async fn raw_publish(
         };
         let message = PublishMessage::build()
             .payload(event.encode_to_vec().into())
-            .headers(hookbus_bus::event_headers(&event))
+            .headers(hookbus_bus::event_headers(
+                &event,
+                &hookbus_telemetry::outgoing_context(&Default::default()),
+            ))
             .message_id(format!("{SOURCE}:{delivery_id}"));
         let sent = Instant::now();
         let ack = js
