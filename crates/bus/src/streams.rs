@@ -49,7 +49,7 @@ async fn ensure_stream(
     // Two attempts: a concurrent creator can win the race between our lookup and our create.
     for _ in 0..2 {
         match js.get_stream(&wanted.name).await {
-            Ok(mut existing) => {
+            Ok(existing) => {
                 let current = existing.cached_info().config.clone();
                 let merged = stream::Config {
                     subjects: wanted.subjects.clone(),
@@ -61,11 +61,7 @@ async fn ensure_stream(
                     ..current.clone()
                 };
                 if merged == current {
-                    return existing
-                        .info()
-                        .await
-                        .map(|i| i.clone())
-                        .map_err(|e| error(e.to_string()));
+                    return Ok(existing.cached_info().clone());
                 }
                 return js
                     .update_stream(merged)
@@ -80,13 +76,7 @@ async fn ensure_stream(
                 ) =>
             {
                 match js.create_stream(wanted.clone()).await {
-                    Ok(mut created) => {
-                        return created
-                            .info()
-                            .await
-                            .map(|i| i.clone())
-                            .map_err(|e| error(e.to_string()));
-                    }
+                    Ok(created) => return Ok(created.cached_info().clone()),
                     Err(e)
                         if matches!(
                             e.kind(),

@@ -9,6 +9,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: the request path allocates small, short-lived
+/// buffers from every worker thread, where glibc's malloc showed up at ~12% of the CPU profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "hookbus", version, about = "Webhook gateway on NATS JetStream")]
 struct Cli {

@@ -56,9 +56,9 @@ impl ByteSize {
 
 impl std::fmt::Display for ByteSize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0 % (1 << 20) == 0 && self.0 > 0 {
+        if self.0.is_multiple_of(1 << 20) && self.0 > 0 {
             write!(f, "{}MiB", self.0 >> 20)
-        } else if self.0 % (1 << 10) == 0 && self.0 > 0 {
+        } else if self.0.is_multiple_of(1 << 10) && self.0 > 0 {
             write!(f, "{}KiB", self.0 >> 10)
         } else {
             write!(f, "{}B", self.0)

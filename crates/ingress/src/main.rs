@@ -1,6 +1,10 @@
 //! `hookbus-ingress`: the ingress as its own process. Configured by `--config <file>` or
 //! `HOOKBUS_CONFIG`, and the environment.
 
+/// The same allocator as the `hookbus` binary (see its main for why).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);

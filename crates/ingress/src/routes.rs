@@ -122,7 +122,16 @@ async fn handle(
     let started = Instant::now();
     let known = state.sources.get(&source_name);
     let label = known.map_or("_unknown", |s| s.source.name.as_str());
-    let result = accept(&state, known, &source_name, &headers, body, started, &parent).await;
+    let result = accept(
+        &state,
+        known,
+        &source_name,
+        &headers,
+        body,
+        started,
+        &parent,
+    )
+    .await;
     let outcome = match &result {
         Ok(Accepted::Stored {
             duplicate: false, ..

@@ -89,11 +89,13 @@ pub fn init(service: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, T
     // RUST_LOG filters the logs only, not the exported spans.
     let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let otel = exporting.then(|| {
-        tracing_opentelemetry::layer().with_tracer(tracer).with_filter(
-            tracing_subscriber::filter::Targets::new()
-                .with_target("hookbus", tracing::Level::DEBUG)
-                .with_default(tracing::Level::INFO),
-        )
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("hookbus", tracing::Level::DEBUG)
+                    .with_default(tracing::Level::INFO),
+            )
     });
     let registry = tracing_subscriber::registry().with(otel);
     let installed = match config.log_format {

@@ -88,7 +88,11 @@ pub fn outgoing_context(parent: &Context) -> Context {
             parent_context.trace_state().clone(),
         )
     } else {
-        (ids.new_trace_id(), TraceFlags::default(), TraceState::default())
+        (
+            ids.new_trace_id(),
+            TraceFlags::default(),
+            TraceState::default(),
+        )
     };
     let span_context = SpanContext::new(trace_id, ids.new_span_id(), flags, false, state);
     Context::new().with_remote_span_context(span_context)
@@ -146,9 +150,15 @@ mod tests {
         let mut out = async_nats::HeaderMap::new();
         inject_into_nats(&mut out, &child);
         let traceparent = out.get("traceparent").unwrap().as_str().to_owned();
-        assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{traceparent}");
+        assert!(
+            traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{traceparent}"
+        );
         assert!(traceparent.ends_with("-01"), "{traceparent}");
-        assert!(!traceparent.contains("00f067aa0ba902b7"), "a new span id: {traceparent}");
+        assert!(
+            !traceparent.contains("00f067aa0ba902b7"),
+            "a new span id: {traceparent}"
+        );
 
         let fresh = outgoing_context(&Context::new());
         let mut out = async_nats::HeaderMap::new();
