@@ -23,6 +23,10 @@ pub enum ConnectError {
         reason: String,
     },
     #[error(
+        "the nats-server at {url} is version {version}; hookbus needs 2.12 or newer with JetStream (per-message TTL, schedules, atomic batches)"
+    )]
+    TooOld { url: String, version: String },
+    #[error(
         "ingress.body_limit ({body_limit} bytes) plus {headroom} bytes of envelope headroom exceeds the NATS server's max_payload ({max_payload} bytes): raise max_payload in the nats-server configuration or lower ingress.body_limit"
     )]
     PayloadTooLarge {
@@ -85,7 +89,16 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<Client, ConnectE
     loop {
         match tokio::time::timeout_at(deadline, options.clone().connect(config.url.as_str())).await
         {
-            Ok(Ok(client)) => return Ok(client),
+            Ok(Ok(client)) => {
+                let version = client.server_info().version;
+                if !at_least_2_12(&version) {
+                    return Err(ConnectError::TooOld {
+                        url: config.url.clone(),
+                        version,
+                    });
+                }
+                return Ok(client);
+            }
             Ok(Err(e)) => last_error = e.to_string(),
             Err(_) => return Err(unreachable("timed out".into())),
         }
@@ -94,6 +107,16 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<Client, ConnectE
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Whether a server version string (`2.15.1`, `v2.12.0-beta`) is 2.12 or newer.
+fn at_least_2_12(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 12)
 }
 
 /// Whether the client is connected right now.
@@ -120,4 +143,19 @@ pub fn ensure_fits_max_payload(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::at_least_2_12;
+
+    #[test]
+    fn server_versions_from_2_12_on_are_accepted() {
+        for ok in ["2.12.0", "2.15.1", "v2.12.3-beta.1", "3.0.0"] {
+            assert!(at_least_2_12(ok), "{ok}");
+        }
+        for old in ["2.9.10", "2.11.11", "v2.10.0", "garbage"] {
+            assert!(!at_least_2_12(old), "{old}");
+        }
+    }
 }

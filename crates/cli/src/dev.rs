@@ -81,17 +81,45 @@ pub async fn run(config_path: Option<PathBuf>, args: DevArgs) -> anyhow::Result<
         .with_context(|| format!("listen on {} (ingress.listen)", config.ingress.listen))?;
     let ingress_addr = listener.local_addr()?;
     let secret = std::fs::read_to_string(&secret_file)?.trim().to_owned();
-    print_banner(&config.nats.url, ingress_addr, &secret, nats.is_some());
+    let nats_url = config.nats.url.clone();
 
     let shutdown = CancellationToken::new();
     tokio::spawn(hookbus_ingress::stop_on_signal(shutdown.clone()));
-    let result = hookbus_ingress::run(config, listener, shutdown).await;
+    let mut ingress = tokio::spawn(hookbus_ingress::run(config, listener, shutdown));
+    // The banner once the ingress answers, so its curl works when printed.
+    let result = tokio::select! {
+        result = &mut ingress => result?,
+        () = wait_until_ready(ingress_addr) => {
+            print_banner(&nats_url, ingress_addr, &secret, nats.is_some());
+            ingress.await?
+        }
+    };
     if let Some(mut server) = nats {
         tokio::task::spawn_blocking(move || server.stop()).await?;
         tracing::info!("stopped nats-server");
     }
     result?;
     Ok(())
+}
+
+/// Returns once `GET /readyz` answers 200 (the ingress has connected and provisioned).
+pub(crate) async fn wait_until_ready(addr: std::net::SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await {
+            let mut response = Vec::new();
+            let asked = stream
+                .write_all(b"GET /readyz HTTP/1.1\r\nhost: dev\r\nconnection: close\r\n\r\n")
+                .await;
+            if asked.is_ok()
+                && stream.read_to_end(&mut response).await.is_ok()
+                && response.starts_with(b"HTTP/1.1 200")
+            {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The demo source's secret, made once and kept in the data directory.

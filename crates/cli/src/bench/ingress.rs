@@ -3,7 +3,6 @@
 //! generator against an empty HTTP handler (`R_http`). The ingress cannot beat
 //! `L = 1 / (1/R_http + 1/R_js)`, the rate it would reach if it cost nothing beyond those two.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -174,7 +173,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ingress_listener,
         shutdown.clone(),
     ));
-    wait_ready(ingress_addr).await?;
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        crate::dev::wait_until_ready(ingress_addr),
+    )
+    .await
+    .context("the ingress did not become ready within 20 s")?;
 
     let empty_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let empty_addr = empty_listener.local_addr()?;
@@ -303,25 +307,6 @@ async fn purge(js: &jetstream::Context) -> anyhow::Result<()> {
         .await
         .context("purge EVENTS between runs")?;
     Ok(())
-}
-
-async fn wait_ready(addr: SocketAddr) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            stream
-                .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-                .await?;
-            let mut response = Vec::new();
-            stream.read_to_end(&mut response).await?;
-            if response.starts_with(b"HTTP/1.1 200") {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("the ingress did not become ready")
 }
 
 /// Publishes events like the ingress's (same envelope, body size and headers) straight to
