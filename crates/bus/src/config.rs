@@ -4,15 +4,6 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "invalid duration {text:?} ({e}); write it like \"2.5s\", \"2m\" or \"7days\""
-        ))
-    })
-}
-
 /// The `[nats]` section: how to reach the broker. `NATS_URL` overrides `url`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -32,7 +23,7 @@ pub struct NatsConfig {
     /// Require TLS even when the URL says `nats://`.
     pub require_tls: bool,
     /// How long start-up waits for the first connection.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "hookbus_config::duration")]
     pub connect_timeout: Duration,
     /// The `EVENTS` stream.
     pub events: StreamSettings,
@@ -60,10 +51,10 @@ impl Default for NatsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StreamSettings {
     /// Window of `Nats-Msg-Id` deduplication on the server.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "hookbus_config::duration")]
     pub duplicate_window: Duration,
     /// How long events are kept.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "hookbus_config::duration")]
     pub max_age: Duration,
     /// 1 on a single node, 3 in a cluster.
     pub replicas: usize,

@@ -119,19 +119,9 @@ async fn handle(
     body: Body,
     parent: TraceContext,
 ) -> Response {
-    let started = Instant::now();
     let known = state.sources.get(&source_name);
     let label = known.map_or("_unknown", |s| s.source.name.as_str());
-    let result = accept(
-        &state,
-        known,
-        &source_name,
-        &headers,
-        body,
-        started,
-        &parent,
-    )
-    .await;
+    let result = accept(&state, known, &source_name, &headers, body, &parent).await;
     let outcome = match &result {
         Ok(Accepted::Stored {
             duplicate: false, ..
@@ -195,7 +185,6 @@ async fn accept(
     source_name: &str,
     headers: &HeaderMap,
     body: Body,
-    started: Instant,
     parent: &TraceContext,
 ) -> Result<Accepted, ApiError> {
     let limit = state.body_limit;
@@ -235,18 +224,15 @@ async fn accept(
     if let Some(challenge) = verified.challenge {
         return Ok(Accepted::Challenge(challenge));
     }
-    let event = envelope(source, headers, body, verified, now);
+    let (event, msg_id) = envelope(source, headers, body, verified, now);
     let span = tracing::Span::current();
     span.record("event.id", event.id.as_str());
     span.record("event.type", event.r#type.as_str());
 
     let subject = event_subject(&source.source.name, &event.r#type);
-    let msg_id = match event.delivery_id.is_empty() {
-        true => event.id.clone(),
-        false => format!("{}:{}", source.source.name, event.delivery_id),
-    };
-    let deadline = started + state.publish_timeout;
+    // The publish deadline covers the wait for an in-flight slot, every attempt and the pauses.
     let publish_started = Instant::now();
+    let deadline = publish_started + state.publish_timeout;
     let published = state
         .publisher
         .publish_event(subject, &event, &msg_id, deadline, parent)
@@ -273,9 +259,9 @@ fn envelope(
     body: bytes::Bytes,
     verified: Verified,
     now: Duration,
-) -> Event {
+) -> (Event, String) {
     let name = &source.source.name;
-    let (id, _) = event_ids(name, verified.delivery_id.as_deref());
+    let (id, msg_id) = event_ids(name, verified.delivery_id.as_deref());
     let event_type = normalize_type(verified.event_type.as_deref().unwrap_or_default());
     let mut kept = HashMap::new();
     let mut kept_bytes = 0;
@@ -291,7 +277,7 @@ fn envelope(
         }
         kept.insert(key.to_owned(), value);
     }
-    Event {
+    let event = Event {
         id,
         source: name.clone(),
         r#type: event_type,
@@ -312,7 +298,8 @@ fn envelope(
             .to_owned(),
         payload: body,
         headers: kept,
-    }
+    };
+    (event, msg_id)
 }
 
 pub async fn healthz() -> impl IntoResponse {
