@@ -738,3 +738,42 @@ async fn a_body_limit_the_server_cannot_carry_stops_start_up() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_rate_limited_source_answers_429_and_stores_only_what_it_accepted() {
+    let server = NatsServer::start();
+    let toml =
+        "[ingress.sources.limited]\nverifier = \"github\"\nsecrets = [\"s\"]\nrate_limit = 3\n";
+    let ingress = spawn_ingress(config(&server, toml, &[])).await;
+    let mut accepted = 0;
+    let mut limited = 0;
+    for i in 0..10 {
+        let id = format!("burst-{i}");
+        let headers = sign_as_provider(
+            &Scheme::Github,
+            "s",
+            Outgoing {
+                body: b"{}",
+                delivery_id: &id,
+                event_type: "push",
+                timestamp: 0,
+            },
+        );
+        let response = ingress.post("limited", &headers, b"{}".to_vec()).await;
+        match response.status().as_u16() {
+            200 => accepted += 1,
+            429 => {
+                assert_eq!(response.headers()["retry-after"], "1");
+                let json: serde_json::Value = response.json().await.unwrap();
+                assert_eq!(json["error"]["code"], "rate_limited");
+                limited += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        accepted >= 3 && limited >= 1,
+        "accepted {accepted}, limited {limited}"
+    );
+    assert_eq!(stored_events(&server.url()).await.len(), accepted);
+}

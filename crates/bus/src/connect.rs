@@ -91,7 +91,7 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<Client, ConnectE
         {
             Ok(Ok(client)) => {
                 let version = client.server_info().version;
-                if !at_least_2_12(&version) {
+                if !supports_version(&version) {
                     return Err(ConnectError::TooOld {
                         url: config.url.clone(),
                         version,
@@ -109,8 +109,9 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<Client, ConnectE
     }
 }
 
-/// Whether a server version string (`2.15.1`, `v2.12.0-beta`) is 2.12 or newer.
-fn at_least_2_12(version: &str) -> bool {
+/// Whether a server version string (`2.15.1`, `v2.12.0-beta`) is 2.12 or newer, the oldest that
+/// hookbus runs on.
+pub fn supports_version(version: &str) -> bool {
     let mut parts = version
         .trim_start_matches('v')
         .split(['.', '-'])
@@ -147,15 +148,15 @@ pub fn ensure_fits_max_payload(
 
 #[cfg(test)]
 mod tests {
-    use super::at_least_2_12;
+    use super::supports_version;
 
     #[test]
     fn server_versions_from_2_12_on_are_accepted() {
         for ok in ["2.12.0", "2.15.1", "v2.12.3-beta.1", "3.0.0"] {
-            assert!(at_least_2_12(ok), "{ok}");
+            assert!(supports_version(ok), "{ok}");
         }
         for old in ["2.9.10", "2.11.11", "v2.10.0", "garbage"] {
-            assert!(!at_least_2_12(old), "{old}");
+            assert!(!supports_version(old), "{old}");
         }
     }
 }

@@ -10,7 +10,7 @@ mod streams;
 pub mod subject;
 
 pub use config::{NatsConfig, StreamSettings};
-pub use connect::{ConnectError, connect, ensure_fits_max_payload, is_connected};
+pub use connect::{ConnectError, connect, ensure_fits_max_payload, is_connected, supports_version};
 pub use publish::{PublishError, Published, Publisher, event_headers};
 pub use streams::{EVENTS_STREAM, ProvisionError, ensure_events_stream, events_stream_config};
 

@@ -52,22 +52,42 @@ pub async fn run(config_path: Option<PathBuf>, args: DevArgs) -> anyhow::Result<
         secret_file.display().to_string()
     );
     let loader = Loader::new(path.as_deref())?.with_defaults(&defaults);
-    let config = hookbus_ingress::Config::load(&loader)?;
+    let mut config = hookbus_ingress::Config::load(&loader)?;
     let _telemetry = hookbus_telemetry::init("hookbus-dev", &config.telemetry)?;
 
     let mut nats = None;
-    if !answers(&config.nats.url).await {
-        anyhow::ensure!(
-            dev.embedded_nats,
-            "nothing answers at {} and dev.embedded_nats is false",
-            config.nats.url
-        );
-        let port = local_port(&config.nats.url).with_context(|| {
-            format!(
-                "nothing answers at {} and it is not a local address to start a nats-server on",
+    let port = match probe(&config.nats.url).await {
+        Probe::Usable => None,
+        Probe::Nothing => {
+            anyhow::ensure!(
+                dev.embedded_nats,
+                "nothing answers at {} and dev.embedded_nats is false",
                 config.nats.url
-            )
-        })?;
+            );
+            Some(local_port(&config.nats.url).with_context(|| {
+                format!(
+                    "nothing answers at {} and it is not a local address to start a nats-server on",
+                    config.nats.url
+                )
+            })?)
+        }
+        // A machine-wide server that is too old (Debian ships 2.9): run our own beside it.
+        Probe::TooOld(version) if dev.embedded_nats => {
+            let port = hookbus_testkit::free_port();
+            tracing::warn!(
+                url = %config.nats.url,
+                %version,
+                "that nats-server is older than 2.12; starting one of our own on 127.0.0.1:{port}"
+            );
+            config.nats.url = format!("nats://127.0.0.1:{port}");
+            Some(port)
+        }
+        Probe::TooOld(version) => anyhow::bail!(
+            "the nats-server at {} is {version}; hookbus needs 2.12 or newer (or set dev.embedded_nats = true)",
+            config.nats.url
+        ),
+    };
+    if let Some(port) = port {
         let store = data_dir.join("nats");
         let server = tokio::task::spawn_blocking(move || NatsServer::start_in(&store, port))
             .await?
@@ -133,18 +153,40 @@ fn demo_secret(data_dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-async fn answers(url: &str) -> bool {
-    let Some(addr) = url.split(',').next().map(|u| {
-        u.trim()
-            .trim_start_matches("nats://")
-            .trim_start_matches("tls://")
-    }) else {
-        return false;
+enum Probe {
+    Nothing,
+    Usable,
+    TooOld(String),
+}
+
+/// What answers at the first address of `url`: nothing, a recent enough nats-server, or an old
+/// one (read from the `INFO` line a server sends first).
+async fn probe(url: &str) -> Probe {
+    use tokio::io::AsyncBufReadExt;
+    let addr = url
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .trim_start_matches("nats://")
+        .trim_start_matches("tls://");
+    let Ok(Ok(stream)) =
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await
+    else {
+        return Probe::Nothing;
     };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
-        Ok(Ok(_))
-    )
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(stream);
+    let _ = tokio::time::timeout(Duration::from_secs(1), reader.read_line(&mut line)).await;
+    let version = line
+        .strip_prefix("INFO ")
+        .and_then(|info| serde_json::from_str::<serde_json::Value>(info).ok())
+        .and_then(|info| info["version"].as_str().map(str::to_owned));
+    match version {
+        Some(version) if !hookbus_bus::supports_version(&version) => Probe::TooOld(version),
+        // Anything else that answers is left for the real connection to judge.
+        _ => Probe::Usable,
+    }
 }
 
 /// The port of a `nats://127.0.0.1:PORT` or `nats://localhost:PORT` URL.
