@@ -22,9 +22,16 @@ fn start_with(toml: &str, env: &[(&str, &str)]) -> (bool, String) {
     )
 }
 
+/// (file, environment, the key the error must name)
+type Case = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
 #[test]
 fn bad_configurations_stop_start_up_naming_the_key() {
-    let cases: [(&str, &[(&str, &str)], &str); 4] = [
+    let cases: [Case; 4] = [
         ("[ingress]\nbody_limt = 5\n", &[], "ingress.body_limt"),
         (
             "[ingress]\npublish_timeout = \"later\"\n",
