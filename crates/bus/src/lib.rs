@@ -1,16 +1,19 @@
 //! The bus: NATS connection from configuration, stream provisioning, subject naming and event
-//! publishing that waits for JetStream's PubAck.
+//! publishing that waits for JetStream's PubAck, the consumer runtime and dead letters.
 
 #![forbid(unsafe_code)]
 
 mod config;
 mod connect;
+pub mod consumer;
+pub mod dlq;
 mod publish;
 mod streams;
 pub mod subject;
 
 pub use config::{NatsConfig, StreamSettings};
 pub use connect::{ConnectError, connect, ensure_fits_max_payload, is_connected, supports_version};
+pub use consumer::{ConsumerSpec, Delivery, Outcome, StartPosition, run_consumer};
 pub use publish::{PublishError, Published, Publisher, event_headers};
 pub use streams::{EVENTS_STREAM, ProvisionError, ensure_events_stream, events_stream_config};
 

@@ -38,7 +38,8 @@ pub async fn ensure_events_stream(
     ensure_stream(js, events_stream_config(settings)).await
 }
 
-async fn ensure_stream(
+/// Creates `wanted`, or updates the settings hookbus manages on an existing stream of that name.
+pub(crate) async fn ensure_stream(
     js: &jetstream::Context,
     wanted: stream::Config,
 ) -> Result<stream::Info, ProvisionError> {

@@ -1,0 +1,458 @@
+//! The consumer runtime against a real nats-server.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use futures_util::StreamExt;
+use hookbus_bus::dlq::{ATTEMPTS_HEADER, CONSUMER_HEADER, REASON_HEADER};
+use hookbus_bus::{
+    ConsumerSpec, Delivery, NatsConfig, Outcome, Publisher, StartPosition, connect,
+    ensure_events_stream, run_consumer,
+};
+use hookbus_proto::v1::Event;
+use hookbus_testkit::NatsServer;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+async fn client(server: &NatsServer) -> async_nats::Client {
+    let config = NatsConfig {
+        url: server.url(),
+        ..NatsConfig::default()
+    };
+    connect(&config, "test").await.unwrap()
+}
+
+async fn publish(client: &async_nats::Client, ids: impl IntoIterator<Item = String>) {
+    let publisher = Publisher::new(client.clone(), 256);
+    ensure_events_stream(publisher.jetstream(), &Default::default())
+        .await
+        .unwrap();
+    for id in ids {
+        let event = Event {
+            id: id.clone(),
+            source: "test".into(),
+            r#type: "thing.happened".into(),
+            payload: b"{}".to_vec().into(),
+            ..Event::default()
+        };
+        publisher
+            .publish_event(
+                "events.test.thing.happened".into(),
+                &event,
+                &id,
+                Instant::now() + Duration::from_secs(5),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+fn spec(name: &str) -> ConsumerSpec {
+    let mut spec = ConsumerSpec::new(name, &["events.test.>"]).start(StartPosition::All);
+    spec.backoff = vec![Duration::from_millis(100)];
+    spec.ack_wait = Duration::from_secs(2);
+    spec.max_deliveries = 3;
+    spec.drain_timeout = Duration::from_secs(2);
+    spec
+}
+
+/// Runs a consumer whose handler reports each delivery on a channel and answers with `decide`.
+fn spawn<F>(
+    client: &async_nats::Client,
+    spec: ConsumerSpec,
+    decide: F,
+) -> (
+    mpsc::UnboundedReceiver<Delivery>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+)
+where
+    F: Fn(&Delivery) -> Outcome + Send + Sync + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shutdown = CancellationToken::new();
+    let decide = Arc::new(decide);
+    let handle = tokio::spawn(run_consumer(
+        client.clone(),
+        spec,
+        move |delivery: Delivery| {
+            let (tx, decide) = (tx.clone(), decide.clone());
+            async move {
+                let outcome = decide(&delivery);
+                let _ = tx.send(delivery);
+                outcome
+            }
+        },
+        shutdown.clone(),
+    ));
+    let handle = tokio::spawn(async move { handle.await.unwrap().unwrap() });
+    (rx, shutdown, handle)
+}
+
+async fn recv(rx: &mut mpsc::UnboundedReceiver<Delivery>) -> Delivery {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("a delivery in time")
+        .unwrap()
+}
+
+async fn dead_letters(
+    client: &async_nats::Client,
+    expected: usize,
+) -> Vec<async_nats::jetstream::Message> {
+    let js = jetstream::new(client.clone());
+    hookbus_e2e_wait(|| async { js.get_stream("DLQ").await.is_ok() }).await;
+    let stream = js.get_stream("DLQ").await.unwrap();
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while out.len() < expected && Instant::now() < deadline {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(100)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .unwrap();
+        while let Some(m) = batch.next().await {
+            out.push(m.unwrap());
+        }
+    }
+    out
+}
+
+async fn consumer_info(client: &async_nats::Client, name: &str) -> consumer::Info {
+    let js = jetstream::new(client.clone());
+    let stream = js.get_stream("EVENTS").await.unwrap();
+    let mut consumer = stream
+        .get_consumer::<consumer::pull::Config>(name)
+        .await
+        .unwrap();
+    consumer.info().await.unwrap().clone()
+}
+
+#[tokio::test]
+async fn retry_is_redelivered_no_sooner_than_after() {
+    let server = NatsServer::start();
+    let client = client(&server).await;
+    publish(&client, ["r-1".to_owned()]).await;
+    let (mut rx, shutdown, handle) = spawn(&client, spec("retry"), |d| {
+        if d.attempt == 1 {
+            Outcome::Retry {
+                after: Duration::from_millis(700),
+            }
+        } else {
+            Outcome::Ack
+        }
+    });
+    let first = recv(&mut rx).await;
+    let at = Instant::now();
+    let second = recv(&mut rx).await;
+    assert_eq!((first.attempt, second.attempt), (1, 2));
+    assert_eq!(first.event.id, second.event.id);
+    assert!(
+        at.elapsed() >= Duration::from_millis(650),
+        "redelivered after {:?}",
+        at.elapsed()
+    );
+    shutdown.cancel();
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn reject_is_dead_lettered_with_reason_and_never_redelivered() {
+    let server = NatsServer::start();
+    let client = client(&server).await;
+    publish(&client, ["bad-1".to_owned()]).await;
+    let (mut rx, shutdown, handle) = spawn(&client, spec("rejecter"), |_| Outcome::Reject {
+        reason: "sku unknown".into(),
+    });
+    assert_eq!(recv(&mut rx).await.attempt, 1);
+    let letters = dead_letters(&client, 1).await;
+    assert_eq!(letters.len(), 1);
+    let headers = letters[0].headers.as_ref().unwrap();
+    assert_eq!(headers.get(REASON_HEADER).unwrap().as_str(), "sku unknown");
+    assert_eq!(headers.get(CONSUMER_HEADER).unwrap().as_str(), "rejecter");
+    assert_eq!(headers.get(ATTEMPTS_HEADER).unwrap().as_str(), "1");
+    assert_eq!(
+        letters[0].subject.as_str(),
+        "dlq.rejecter.events.test.thing.happened"
+    );
+    // Terminated: nothing pending or awaiting an ack, and no second delivery.
+    hookbus_e2e_wait(|| async {
+        let i = consumer_info(&client, "rejecter").await;
+        i.num_ack_pending == 0 && i.num_pending == 0
+    })
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(2500), rx.recv())
+            .await
+            .is_err(),
+        "redelivered after Reject"
+    );
+    shutdown.cancel();
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn exhausted_retries_and_a_timed_out_last_delivery_are_dead_lettered() {
+    let server = NatsServer::start();
+    let client = client(&server).await;
+    publish(&client, ["fails".to_owned(), "hangs".to_owned()]).await;
+    let mut spec = spec("exhaust");
+    spec.progress_acks = false;
+    spec.ack_wait = Duration::from_millis(800);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(run_consumer(
+        client.clone(),
+        spec,
+        move |d: Delivery| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if d.event.id == "hangs" {
+                    // Never answers within ack_wait: every delivery times out.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                Outcome::Retry {
+                    after: Duration::from_millis(50),
+                }
+            }
+        },
+        shutdown.clone(),
+    ));
+    let letters = dead_letters(&client, 2).await;
+    let mut reasons: HashMap<String, (String, String)> = HashMap::new();
+    for letter in &letters {
+        let event = <Event as prost::Message>::decode(letter.payload.clone()).unwrap();
+        let h = letter.headers.as_ref().unwrap();
+        reasons.insert(
+            event.id,
+            (
+                h.get(REASON_HEADER).unwrap().to_string(),
+                h.get(ATTEMPTS_HEADER).unwrap().to_string(),
+            ),
+        );
+    }
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons["fails"].0.contains("after 3 deliveries"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons["fails"].1, "3");
+    assert!(reasons["hangs"].0.contains("timed out"), "{reasons:?}");
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn start_new_skips_older_events_and_all_sees_them() {
+    let server = NatsServer::start();
+    let client = client(&server).await;
+    publish(&client, ["old".to_owned()]).await;
+    let (mut new_rx, s1, h1) = spawn(
+        &client,
+        spec("starts-new").start(StartPosition::New),
+        |_| Outcome::Ack,
+    );
+    let (mut all_rx, s2, h2) = spawn(
+        &client,
+        spec("starts-all").start(StartPosition::All),
+        |_| Outcome::Ack,
+    );
+    assert_eq!(recv(&mut all_rx).await.event.id, "old");
+    // The `new` consumer exists once it is on the server; only then is "fresh" published.
+    hookbus_e2e_wait(|| async {
+        let js = jetstream::new(client.clone());
+        js.get_stream("EVENTS")
+            .await
+            .unwrap()
+            .get_consumer::<consumer::pull::Config>("starts-new")
+            .await
+            .is_ok()
+    })
+    .await;
+    publish(&client, ["fresh".to_owned()]).await;
+    assert_eq!(
+        recv(&mut new_rx).await.event.id,
+        "fresh",
+        "new does not see older events"
+    );
+    assert_eq!(recv(&mut all_rx).await.event.id, "fresh");
+    for (s, h) in [(s1, h1), (s2, h2)] {
+        s.cancel();
+        h.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_failure_and_the_consumer_goes_on() {
+    let server = NatsServer::start();
+    let client = client(&server).await;
+    publish(&client, ["boom".to_owned(), "fine".to_owned()]).await;
+    let (tx, mut rx) = mpsc::unbounded_channel::<(String, u64)>();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(run_consumer(
+        client.clone(),
+        spec("panics"),
+        move |d: Delivery| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((d.event.id.clone(), d.attempt));
+                if d.event.id == "boom" && d.attempt == 1 {
+                    panic!("handler bug");
+                }
+                Outcome::Ack
+            }
+        },
+        shutdown.clone(),
+    ));
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.push(
+            tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("boom".to_owned(), 1),
+            ("boom".to_owned(), 2),
+            ("fine".to_owned(), 1)
+        ]
+    );
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn broker_restart_and_consumer_deletion_are_survived_and_every_message_processed() {
+    let mut server = NatsServer::start();
+    let client = client(&server).await;
+    publish(&client, (0..200).map(|i| format!("a-{i}"))).await;
+    let (mut rx, shutdown, handle) = spawn(&client, spec("survivor"), |_| Outcome::Ack);
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 50 {
+        seen.insert(recv(&mut rx).await.event.id);
+    }
+    server.restart();
+    while seen.len() < 200 {
+        seen.insert(recv(&mut rx).await.event.id);
+    }
+
+    let js = jetstream::new(client.clone());
+    js.get_stream("EVENTS")
+        .await
+        .unwrap()
+        .delete_consumer("survivor")
+        .await
+        .unwrap();
+    publish(&client, (0..100).map(|i| format!("b-{i}"))).await;
+    while seen.len() < 300 {
+        seen.insert(recv(&mut rx).await.event.id);
+    }
+    assert!((0..100).all(|i| seen.contains(&format!("b-{i}"))));
+    shutdown.cancel();
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_finishes_or_naks_what_is_in_flight() {
+    let server = NatsServer::start();
+    let client = client(&server).await;
+    publish(&client, (0..20).map(|i| format!("s-{i}"))).await;
+    let mut spec = spec("drains");
+    spec.concurrency = 4;
+    spec.drain_timeout = Duration::from_millis(300);
+    // Long enough that only a NAK, not the ack deadline, can bring a message back within the test.
+    spec.ack_wait = Duration::from_secs(60);
+    let (tx, mut finished) = mpsc::unbounded_channel::<String>();
+    let started = Arc::new(AtomicUsize::new(0));
+    let counter = started.clone();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(run_consumer(
+        client.clone(),
+        spec.clone(),
+        move |d: Delivery| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let tx = tx.clone();
+            async move {
+                // Odd ids outlast the drain timeout; even ones finish at once.
+                let slow = d.event.id.ends_with(['1', '3', '5', '7', '9']);
+                tokio::time::sleep(Duration::from_millis(if slow { 30_000 } else { 20 })).await;
+                let _ = tx.send(d.event.id);
+                Outcome::Ack
+            }
+        },
+        shutdown.clone(),
+    ));
+    hookbus_e2e_wait(|| {
+        let s = started.clone();
+        async move { s.load(Ordering::SeqCst) >= 4 }
+    })
+    .await;
+    let stopping = Instant::now();
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "drain took {:?}",
+        stopping.elapsed()
+    );
+    let mut done = std::collections::HashSet::new();
+    while let Ok(id) = finished.try_recv() {
+        done.insert(id);
+    }
+    assert!(
+        done.iter()
+            .all(|id| !id.ends_with(['1', '3', '5', '7', '9'])),
+        "slow handlers were stopped: {done:?}"
+    );
+
+    // A new instance gets everything that was not finished right away: the in-flight messages
+    // were NAK'd (otherwise they would wait out the 60 s ack deadline).
+    let (mut rx, shutdown, handle) = spawn(&client, spec, |_| Outcome::Ack);
+    let mut redelivered = Vec::new();
+    while done.len() < 20 {
+        let delivery = recv(&mut rx).await;
+        if delivery.attempt > 1 {
+            redelivered.push(delivery.event.id.clone());
+        }
+        done.insert(delivery.event.id);
+    }
+    assert!(
+        !redelivered.is_empty(),
+        "the interrupted messages came back as redeliveries"
+    );
+    shutdown.cancel();
+    handle.await.unwrap();
+}
+
+/// Waits up to 20 s for `condition`.
+async fn hookbus_e2e_wait<F, Fut>(mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "condition not met in time");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
