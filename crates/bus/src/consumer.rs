@@ -177,6 +177,10 @@ impl ConsumerSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
     #[error(transparent)]
+    Config(#[from] hookbus_config::ConfigError),
+    #[error(transparent)]
+    Connect(#[from] crate::ConnectError),
+    #[error(transparent)]
     Provision(#[from] crate::ProvisionError),
     #[error("consumer {name}: {reason}")]
     Setup { name: String, reason: String },
@@ -313,6 +317,24 @@ where
     let _ = client.flush().await;
     tracing::info!(consumer = %shared.spec.name, "consumer stopped");
     Ok(())
+}
+
+/// The whole process of a consumer: `[nats]` from the configuration file (`HOOKBUS_CONFIG`) and
+/// the environment (`NATS_URL`), a connection, and [`run_consumer`] until SIGINT or SIGTERM.
+pub async fn run_consumer_from_env<H, Fut>(
+    spec: ConsumerSpec,
+    handler: H,
+) -> Result<(), ConsumerError>
+where
+    H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    let path = hookbus_config::Loader::path_from_env(None);
+    let nats: crate::NatsConfig = hookbus_config::Loader::new(path.as_deref())?.section("nats")?;
+    let client = crate::connect(&nats, &spec.name).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::stop_on_signal(shutdown.clone()));
+    run_consumer(client, spec, handler, shutdown).await
 }
 
 /// Gets or creates the durable consumer. A consumer that has to be created after the first time

@@ -100,3 +100,122 @@ pub async fn publish_dead_letter(
     .await?;
     Ok(())
 }
+
+/// A dead letter as stored.
+#[derive(Debug, Clone)]
+pub struct StoredLetter {
+    /// Sequence in the `DLQ` stream.
+    pub sequence: u64,
+    pub consumer: String,
+    pub subject: String,
+    pub attempts: String,
+    pub reason: String,
+    pub event_id: Option<String>,
+    pub payload: Bytes,
+    pub headers: HeaderMap,
+}
+
+fn filter(consumer: Option<&str>) -> String {
+    match consumer {
+        Some(name) => format!("dlq.{name}.>"),
+        None => "dlq.>".into(),
+    }
+}
+
+/// Dead letters, oldest first, of one consumer or of all.
+pub async fn list(
+    js: &jetstream::Context,
+    consumer: Option<&str>,
+    limit: usize,
+) -> Result<Vec<StoredLetter>, String> {
+    use futures_util::StreamExt;
+    use prost::Message;
+
+    let stream = js.get_stream(DLQ_STREAM).await.map_err(|e| e.to_string())?;
+    let reader = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            filter_subject: filter(consumer),
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut letters = Vec::new();
+    while letters.len() < limit {
+        let mut batch = reader
+            .fetch()
+            .max_messages((limit - letters.len()).min(500))
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        let before = letters.len();
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(|e| e.to_string())?;
+            let headers = message.headers.clone().unwrap_or_default();
+            let get = |name: &str| headers.get(name).map(|v| v.to_string()).unwrap_or_default();
+            letters.push(StoredLetter {
+                sequence: message
+                    .info()
+                    .map(|i| i.stream_sequence)
+                    .unwrap_or_default(),
+                consumer: get(CONSUMER_HEADER),
+                subject: get(SUBJECT_HEADER),
+                attempts: get(ATTEMPTS_HEADER),
+                reason: get(REASON_HEADER),
+                event_id: hookbus_proto::v1::Event::decode(message.payload.clone())
+                    .ok()
+                    .map(|e| e.id),
+                payload: message.payload.clone(),
+                headers: headers.clone(),
+            });
+        }
+        if letters.len() == before {
+            break;
+        }
+    }
+    Ok(letters)
+}
+
+/// Publishes a dead letter again on its original subject, with a fresh message id (the event id
+/// in the payload stays, so consumers that processed it already skip it), then removes it from
+/// `DLQ`.
+pub async fn retry(js: &jetstream::Context, letter: &StoredLetter) -> Result<(), String> {
+    let mut headers = HeaderMap::new();
+    for (name, values) in letter.headers.iter() {
+        let name: &str = name.as_ref();
+        if name.starts_with("Hookbus-Dlq-") || name.starts_with("Nats-") {
+            continue;
+        }
+        for value in values {
+            headers.append(name, value.as_str());
+        }
+    }
+    let message = PublishMessage::build()
+        .payload(letter.payload.clone())
+        .headers(headers)
+        .message_id(format!("redrive:{}", uuid::Uuid::now_v7()));
+    js.send_publish(letter.subject.clone(), message)
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    js.get_stream(DLQ_STREAM)
+        .await
+        .map_err(|e| e.to_string())?
+        .delete_message(letter.sequence)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Removes the dead letters of one consumer, or all; returns how many.
+pub async fn purge(js: &jetstream::Context, consumer: Option<&str>) -> Result<u64, String> {
+    let stream = js.get_stream(DLQ_STREAM).await.map_err(|e| e.to_string())?;
+    let response = stream
+        .purge()
+        .filter(filter(consumer))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(response.purged)
+}

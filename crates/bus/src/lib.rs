@@ -13,10 +13,37 @@ pub mod subject;
 
 pub use config::{NatsConfig, StreamSettings};
 pub use connect::{ConnectError, connect, ensure_fits_max_payload, is_connected, supports_version};
-pub use consumer::{ConsumerSpec, Delivery, Outcome, StartPosition, run_consumer};
+pub use consumer::{
+    ConsumerError, ConsumerSpec, Delivery, Outcome, StartPosition, run_consumer,
+    run_consumer_from_env,
+};
 pub use publish::{PublishError, Published, Publisher, event_headers};
 pub use streams::{EVENTS_STREAM, ProvisionError, ensure_events_stream, events_stream_config};
+
+use tokio_util::sync::CancellationToken;
 
 /// Room beyond the body for the envelope's other fields, the preserved provider headers and the
 /// NATS headers, counted against the server's `max_payload`.
 pub const ENVELOPE_HEADROOM: u64 = 32 * 1024;
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub async fn stop_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("stop signal received, draining");
+    token.cancel();
+}

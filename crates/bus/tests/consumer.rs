@@ -456,3 +456,76 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+#[tokio::test]
+async fn dead_letters_are_listed_retried_with_the_same_event_id_and_purged() {
+    let server = NatsServer::start();
+    let client = client(&server).await;
+    publish(
+        &client,
+        ["dl-1".to_owned(), "dl-2".to_owned(), "dl-3".to_owned()],
+    )
+    .await;
+    // Rejects everything until the "bug" is fixed.
+    let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let is_fixed = fixed.clone();
+    let (mut rx, shutdown, handle) = spawn(&client, spec("picky"), move |d| {
+        if is_fixed.load(Ordering::SeqCst) {
+            Outcome::Ack
+        } else {
+            Outcome::Reject {
+                reason: format!("no {}", d.event.id),
+            }
+        }
+    });
+    for _ in 0..3 {
+        recv(&mut rx).await;
+    }
+    dead_letters(&client, 3).await;
+    let js = jetstream::new(client.clone());
+    let letters = hookbus_bus::dlq::list(&js, Some("picky"), 100)
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 3);
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.consumer == "picky" && l.attempts == "1")
+    );
+    assert_eq!(
+        letters[0].reason,
+        format!("no {}", letters[0].event_id.clone().unwrap())
+    );
+    assert!(
+        hookbus_bus::dlq::list(&js, Some("someone-else"), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Retry one: the consumer sees the same event id again (a redrive is a new message).
+    fixed.store(true, Ordering::SeqCst);
+    hookbus_bus::dlq::retry(&js, &letters[0]).await.unwrap();
+    let again = recv(&mut rx).await;
+    assert_eq!(Some(again.event.id), letters[0].event_id);
+    assert_eq!(
+        hookbus_bus::dlq::list(&js, Some("picky"), 100)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    assert_eq!(
+        hookbus_bus::dlq::purge(&js, Some("picky")).await.unwrap(),
+        2
+    );
+    assert!(
+        hookbus_bus::dlq::list(&js, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    shutdown.cancel();
+    handle.await.unwrap();
+}

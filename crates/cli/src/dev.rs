@@ -104,7 +104,7 @@ pub async fn run(config_path: Option<PathBuf>, args: DevArgs) -> anyhow::Result<
     let nats_url = config.nats.url.clone();
 
     let shutdown = CancellationToken::new();
-    tokio::spawn(hookbus_ingress::stop_on_signal(shutdown.clone()));
+    tokio::spawn(hookbus_bus::stop_on_signal(shutdown.clone()));
     let mut ingress = tokio::spawn(hookbus_ingress::run(config, listener, shutdown));
     // The banner once the ingress answers, so its curl works when printed.
     let result = tokio::select! {

@@ -4,6 +4,7 @@
 
 mod bench;
 mod dev;
+mod dlq;
 
 use std::path::PathBuf;
 
@@ -31,6 +32,11 @@ enum Command {
     Dev(dev::DevArgs),
     /// The ingress service (`POST /webhooks/{source}`).
     Ingress,
+    /// Dead letters of every consumer: list, retry, purge.
+    Dlq {
+        #[command(subcommand)]
+        action: dlq::Action,
+    },
     /// Benchmarks that print figures beside a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -47,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Dev(args) => dev::run(cli.config, args).await,
             Command::Ingress => hookbus_ingress::service_main(cli.config).await,
+            Command::Dlq { action } => dlq::run(cli.config, action).await,
             Command::Bench { which } => bench::run(which).await,
         }
     })

@@ -133,29 +133,7 @@ pub async fn service_main(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             source,
         })?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    tokio::spawn(hookbus_bus::stop_on_signal(shutdown.clone()));
     run(config, listener, shutdown).await?;
     Ok(())
-}
-
-/// Cancels `token` on SIGINT or SIGTERM.
-pub async fn stop_on_signal(token: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        () = terminate => {}
-    }
-    tracing::info!("stop signal received, draining");
-    token.cancel();
 }
