@@ -1,0 +1,135 @@
+//! The ledger on SQLite and on the machine's PostgreSQL (a fresh database per test).
+
+use std::time::Duration;
+
+use hookbus_store::testing::{drop_postgres_database, fresh_postgres_database};
+use hookbus_store::{Backend, Migrations, Store, claim, last_sequence, prune};
+
+const APP: Migrations = Migrations::new_const();
+
+async fn each_backend<F, Fut>(test: F)
+where
+    F: Fn(Store) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let store = Store::open(&sqlite, APP).await.unwrap();
+    assert_eq!(store.backend(), Backend::Sqlite);
+    test(store).await;
+
+    let url = fresh_postgres_database()
+        .await
+        .expect("the machine's PostgreSQL at 127.0.0.1:5432");
+    let store = Store::open(&url, APP).await.unwrap();
+    assert_eq!(store.backend(), Backend::Postgres);
+    test(store.clone()).await;
+    store.pool().close().await;
+    drop_postgres_database(&url).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_event_is_claimed_once_and_a_rollback_leaves_no_claim() {
+    each_backend(|store| async move {
+        let mut tx = store.begin().await.unwrap();
+        assert!(claim(&mut tx, "c", "rolled-back", 1).await.unwrap());
+        tx.rollback().await.unwrap();
+
+        let mut tx = store.begin().await.unwrap();
+        assert!(
+            claim(&mut tx, "c", "rolled-back", 1).await.unwrap(),
+            "a rollback leaves no claim"
+        );
+        tx.commit().await.unwrap();
+
+        let mut tx = store.begin().await.unwrap();
+        assert!(
+            !claim(&mut tx, "c", "rolled-back", 1).await.unwrap(),
+            "second claim refused"
+        );
+        assert!(
+            claim(&mut tx, "other-consumer", "rolled-back", 1)
+                .await
+                .unwrap(),
+            "claims are per consumer"
+        );
+        tx.commit().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_claims_of_one_event_let_exactly_one_win() {
+    each_backend(|store| async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let mut tx = store.begin().await.unwrap();
+                let won = claim(&mut tx, "c", "contended", 7).await.unwrap();
+                tx.commit().await.unwrap();
+                won
+            });
+        }
+        let mut winners = 0;
+        while let Some(won) = tasks.join_next().await {
+            winners += usize::from(won.unwrap());
+        }
+        assert_eq!(winners, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn last_sequence_and_pruning() {
+    each_backend(|store| async move {
+        assert_eq!(last_sequence(store.pool(), "c").await.unwrap(), None);
+        let mut tx = store.begin().await.unwrap();
+        for (id, seq) in [("a", 3), ("b", 9), ("c", 5)] {
+            claim(&mut tx, "c", id, seq).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        assert_eq!(last_sequence(store.pool(), "c").await.unwrap(), Some(9));
+        assert_eq!(
+            prune(store.pool(), Duration::from_secs(3600))
+                .await
+                .unwrap(),
+            0,
+            "recent rows stay"
+        );
+        assert_eq!(
+            prune(store.pool(), Duration::ZERO).await.unwrap(),
+            0,
+            "rows of this very second stay"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn migrations_run_once_and_reopening_is_harmless() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("twice.db").display());
+    let app = Migrations::new(&[(100, "things", "CREATE TABLE things (id TEXT PRIMARY KEY)")]);
+    Store::open(&url, app.clone()).await.unwrap();
+    let store = Store::open(&url, app).await.unwrap();
+    sqlx::query("INSERT INTO things (id) VALUES ('x')")
+        .execute(store.pool())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_url_is_named_without_its_password() {
+    let err = Store::open(
+        "postgres://app:hunter2@127.0.0.1:1/none",
+        Migrations::default(),
+    )
+    .await
+    .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("127.0.0.1:1") && !message.contains("hunter2"),
+        "{message}"
+    );
+}
