@@ -1,0 +1,84 @@
+//! Decimal amounts to minor units by the currency's ISO 4217 exponent.
+
+/// Minor-unit exponent of an ISO 4217 currency: 0 for JPY/KRW/…, 3 for KWD/BHD/…, 2 otherwise.
+pub fn exponent(currency: &str) -> u32 {
+    match currency {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
+        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        "CLF" | "UYW" => 4,
+        _ => 2,
+    }
+}
+
+/// `"12.50"` in EUR → 1250; `"1500"` in JPY → 1500; `"1.234"` in KWD → 1234. More fractional
+/// digits than the currency has are an error unless they are zeros (`"1500.00"` in JPY).
+pub fn parse_decimal(text: &str, currency: &str) -> Result<i64, String> {
+    let exponent = exponent(currency) as usize;
+    let text = text.trim();
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let well_formed = !whole.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit());
+    if !well_formed {
+        return Err(format!("{text:?} is not a decimal amount"));
+    }
+    if fraction.len() > exponent && fraction[exponent..].bytes().any(|b| b != b'0') {
+        return Err(format!(
+            "{text:?} has more decimals than {currency} has minor units ({exponent})"
+        ));
+    }
+    let mut minor = String::with_capacity(whole.len() + exponent);
+    minor.push_str(whole);
+    let kept = &fraction[..fraction.len().min(exponent)];
+    minor.push_str(kept);
+    minor.extend(std::iter::repeat_n('0', exponent - kept.len()));
+    let value: i64 = minor
+        .parse()
+        .map_err(|_| format!("{text:?} is too large"))?;
+    Ok(if negative { -value } else { value })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn amounts_follow_the_currency_exponent() {
+        assert_eq!(parse_decimal("12.50", "EUR"), Ok(1250));
+        assert_eq!(parse_decimal("12.5", "EUR"), Ok(1250));
+        assert_eq!(parse_decimal("12", "EUR"), Ok(1200));
+        assert_eq!(parse_decimal("1500", "JPY"), Ok(1500));
+        assert_eq!(parse_decimal("1500.00", "JPY"), Ok(1500));
+        assert_eq!(parse_decimal("1.234", "KWD"), Ok(1234));
+        assert_eq!(parse_decimal("-3.10", "USD"), Ok(-310));
+        assert!(parse_decimal("1500.5", "JPY").unwrap_err().contains("JPY"));
+        assert!(parse_decimal("12,50", "EUR").is_err());
+        assert!(parse_decimal("", "EUR").is_err());
+        assert!(parse_decimal("99999999999999999999", "EUR").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn formatting_minor_units_and_parsing_them_back_is_the_identity(
+            minor in -1_000_000_000i64..1_000_000_000,
+            currency in prop::sample::select(vec!["JPY", "EUR", "USD", "KWD", "CLF"]),
+        ) {
+            let e = exponent(currency);
+            let scale = 10i64.pow(e);
+            let (sign, abs) = if minor < 0 { ("-", -minor) } else { ("", minor) };
+            let text = if e == 0 {
+                format!("{sign}{abs}")
+            } else {
+                format!("{sign}{}.{:0width$}", abs / scale, abs % scale, width = e as usize)
+            };
+            prop_assert_eq!(parse_decimal(&text, currency), Ok(minor));
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Shopify's order webhooks (`orders/create`, `orders/cancelled`): the order JSON of the Admin API.
+
+use hookbus_proto::Timestamp;
+use hookbus_proto::commerce::v1::{LineItem, Money, OrderCancelled, OrderCreated};
+use serde::Deserialize;
+
+use crate::money::parse_decimal;
+
+/// Shopify sends ids as JSON numbers (and as strings in some API versions).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Id {
+    Number(u64),
+    Text(String),
+}
+
+impl Id {
+    fn into_string(self) -> String {
+        match self {
+            Self::Number(n) => n.to_string(),
+            Self::Text(s) => s,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Order {
+    id: Id,
+    currency: Option<String>,
+    total_price: Option<String>,
+    email: Option<String>,
+    created_at: Option<String>,
+    #[serde(default)]
+    line_items: Vec<ShopifyLineItem>,
+    cancel_reason: Option<String>,
+    cancelled_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ShopifyLineItem {
+    sku: Option<String>,
+    quantity: i64,
+    price: Option<String>,
+}
+
+fn order(payload: &[u8]) -> Result<Order, String> {
+    serde_json::from_slice(payload).map_err(|e| format!("not a Shopify order: {e}"))
+}
+
+fn timestamp(field: &str, text: Option<&str>) -> Result<Option<Timestamp>, String> {
+    let Some(text) = text else { return Ok(None) };
+    let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{field} {text:?} is not an RFC 3339 time: {e}"))?;
+    Ok(Some(Timestamp {
+        seconds: parsed.unix_timestamp(),
+        nanos: parsed.nanosecond() as i32,
+    }))
+}
+
+pub(crate) fn order_created(payload: &[u8]) -> Result<OrderCreated, String> {
+    let order = order(payload)?;
+    let currency = order
+        .currency
+        .filter(|c| c.len() == 3)
+        .ok_or("currency is missing or not an ISO 4217 code")?
+        .to_ascii_uppercase();
+    let money = |field: &str, amount: &str| {
+        parse_decimal(amount, &currency)
+            .map(|amount_minor| Money {
+                currency: currency.clone(),
+                amount_minor,
+            })
+            .map_err(|e| format!("{field}: {e}"))
+    };
+    let mut line_items = Vec::with_capacity(order.line_items.len());
+    for (i, item) in order.line_items.into_iter().enumerate() {
+        let sku = item
+            .sku
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| format!("line_items[{i}].sku is missing"))?;
+        if item.quantity <= 0 {
+            return Err(format!("line_items[{i}].quantity must be positive"));
+        }
+        let unit_price = item
+            .price
+            .map(|p| money(&format!("line_items[{i}].price"), &p))
+            .transpose()?;
+        line_items.push(LineItem {
+            sku,
+            quantity: item.quantity,
+            unit_price,
+        });
+    }
+    if line_items.is_empty() {
+        return Err("line_items is empty".into());
+    }
+    Ok(OrderCreated {
+        order_id: order.id.into_string(),
+        line_items,
+        total: order
+            .total_price
+            .map(|p| money("total_price", &p))
+            .transpose()?,
+        customer_email: order.email.unwrap_or_default(),
+        created_at: timestamp("created_at", order.created_at.as_deref())?,
+    })
+}
+
+pub(crate) fn order_cancelled(payload: &[u8]) -> Result<OrderCancelled, String> {
+    let order = order(payload)?;
+    Ok(OrderCancelled {
+        order_id: order.id.into_string(),
+        reason: order.cancel_reason.unwrap_or_default(),
+        cancelled_at: timestamp("cancelled_at", order.cancelled_at.as_deref())?,
+    })
+}
