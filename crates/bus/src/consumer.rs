@@ -63,7 +63,8 @@ pub struct Delivery {
 }
 
 /// Returns the last stream sequence a store recorded, used to resume a consumer that was deleted.
-pub type ResumePoint = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
+pub type ResumePoint =
+    Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Option<u64>> + Send + Sync>;
 
 /// A consumer's settings.
 #[derive(Clone)]
@@ -354,7 +355,10 @@ async fn ensure_consumer(
     {
         return Ok(existing);
     }
-    let recorded = shared.spec.resume_point.as_ref().and_then(|f| f());
+    let recorded = match &shared.spec.resume_point {
+        Some(resume_point) => resume_point().await,
+        None => None,
+    };
     let floor = shared.ack_floor.load(Ordering::Relaxed);
     let start = match (recorded, first) {
         (Some(sequence), _) => StartPosition::AfterSequence(sequence),

@@ -47,3 +47,18 @@ pub async fn stop_on_signal(token: CancellationToken) {
     tracing::info!("stop signal received, draining");
     token.cancel();
 }
+
+/// A crash point for tests: aborts the process when `HOOKBUS_FAILPOINTS` (comma separated) names
+/// `name`, as a `kill -9` would at that spot. Off unless the variable is set.
+pub fn failpoint(name: &str) {
+    static ACTIVE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let active = ACTIVE.get_or_init(|| {
+        std::env::var("HOOKBUS_FAILPOINTS")
+            .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
+            .unwrap_or_default()
+    });
+    if active.iter().any(|a| a == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}

@@ -15,7 +15,10 @@ use serde::de::DeserializeOwned;
 pub use units::{ByteSize, duration};
 
 /// The sections a configuration file may have today.
-pub const SECTIONS: &[&str] = &["nats", "telemetry", "ingress", "dev"];
+pub const SECTIONS: &[&str] = &["nats", "telemetry", "ingress", "inventory", "dev"];
+
+/// The sections whose `database_url` `DATABASE_URL` sets.
+pub const SQL_SECTIONS: &[&str] = &["inventory"];
 
 /// A configuration that cannot be used; the message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,14 @@ impl Loader {
         if let Some(url) = lookup("NATS_URL") {
             figment = figment.merge(single("nats.url", &url));
             env_keys.push(("nats.url".into(), "NATS_URL".into()));
+        }
+        // DATABASE_URL is every SQL-backed service's database.
+        if let Some(url) = lookup("DATABASE_URL") {
+            for section in SQL_SECTIONS {
+                let key = format!("{section}.database_url");
+                figment = figment.merge(Serialized::default(&key, url.clone()));
+                env_keys.push((key, "DATABASE_URL".into()));
+            }
         }
         let loader = Self {
             figment,

@@ -5,7 +5,7 @@
 
 mod registry;
 
-pub use registry::{Registry, RegistryError, content_type_for, proto_name_of};
+pub use registry::{Named, Registry, RegistryError, content_type_for, proto_name_of};
 
 /// The encoded `FileDescriptorSet` of every hookbus message.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -1,0 +1,102 @@
+//! `[inventory]`, with `[nats]` and `[telemetry]`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hookbus_bus::NatsConfig;
+use hookbus_config::{ConfigError, Loader, duration};
+use hookbus_telemetry::TelemetryConfig;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub nats: NatsConfig,
+    pub telemetry: TelemetryConfig,
+    pub inventory: InventoryConfig,
+}
+
+impl Config {
+    pub fn load(loader: &Loader) -> Result<Self, ConfigError> {
+        let config = Self {
+            nats: loader.section("nats")?,
+            telemetry: loader.section("telemetry")?,
+            inventory: loader.section("inventory")?,
+        };
+        config.inventory.validate()?;
+        Ok(config)
+    }
+}
+
+/// The `[inventory]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InventoryConfig {
+    pub listen: SocketAddr,
+    /// `sqlite://path` (default `sqlite://./data/inventory.db`) or `postgres://…`; `DATABASE_URL`
+    /// overrides it.
+    pub database_url: String,
+    /// Bearer token for `PUT /v1/stock/{sku}`; without one, `PUT` is refused.
+    pub api_token: Option<SecretString>,
+    /// `LowStock` when a level crosses below this, unless the SKU has its own.
+    pub low_stock_threshold: i64,
+    /// Per-SKU thresholds.
+    pub thresholds: BTreeMap<String, i64>,
+    /// The durable consumer's name.
+    pub consumer: String,
+    /// Extra subjects beyond the commerce events and `events.*.stock.adjusted`.
+    pub extra_subjects: Vec<String>,
+    /// Handlers at once.
+    pub concurrency: usize,
+    /// How often the outbox relay looks for unsent rows when nothing wakes it.
+    #[serde(with = "duration")]
+    pub relay_interval: Duration,
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8082)),
+            database_url: "sqlite://./data/inventory.db".into(),
+            api_token: None,
+            low_stock_threshold: 5,
+            thresholds: BTreeMap::new(),
+            consumer: "inventory".into(),
+            extra_subjects: Vec::new(),
+            concurrency: 8,
+            relay_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+impl InventoryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.concurrency == 0 {
+            return Err(ConfigError::invalid(
+                "inventory.concurrency",
+                "must be more than 0",
+            ));
+        }
+        if self
+            .api_token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().len() < 16)
+        {
+            return Err(ConfigError::invalid(
+                "inventory.api_token",
+                "must be at least 16 characters",
+            ));
+        }
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres:")
+            || self.database_url.starts_with("postgresql:"))
+        {
+            return Err(ConfigError::invalid(
+                "inventory.database_url",
+                "must start with sqlite: or postgres:",
+            ));
+        }
+        Ok(())
+    }
+}

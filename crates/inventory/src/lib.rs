@@ -1,0 +1,139 @@
+//! The inventory: stock per SKU in SQL (SQLite by default, Postgres by `DATABASE_URL`), changed by
+//! `order.created` (reserve), `order.cancelled` (release a recorded reservation; a cancel that comes
+//! first leaves a tombstone) and `stock.adjusted` (set or add), exactly once in effect under
+//! redelivery (the `processed_events` ledger). Every change emits `StockLevelChanged`, and
+//! `LowStock`/`OutOfStock` on crossing their thresholds, through a transactional outbox.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod handler;
+pub mod outbox;
+mod routes;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use hookbus_bus::{ConsumerSpec, Publisher, StartPosition};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Config, InventoryConfig};
+pub use store::{Cause, Inventory, StockLevel, Thresholds};
+
+/// The subjects the inventory consumes by default.
+pub fn filter_subjects(config: &InventoryConfig) -> Vec<String> {
+    hookbus_commerce::FILTER_SUBJECTS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain(std::iter::once(format!(
+            "events.*.{}",
+            handler::STOCK_ADJUSTED
+        )))
+        .chain(config.extra_subjects.iter().cloned())
+        .collect()
+}
+
+/// Runs the inventory until `shutdown`: consumer, outbox relay and HTTP API.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let settings = config.inventory;
+    let store = hookbus_store::Store::open(&settings.database_url, store::migrations()).await?;
+    let inventory = Arc::new(Inventory::new(
+        store.clone(),
+        Thresholds {
+            default: settings.low_stock_threshold,
+            per_sku: settings.thresholds.clone(),
+        },
+    ));
+    let client = hookbus_bus::connect(&config.nats, "hookbus-inventory").await?;
+    let publisher = Publisher::new(client.clone(), 256);
+    hookbus_bus::ensure_events_stream(publisher.jetstream(), &config.nats.events).await?;
+    let wake_relay = Arc::new(Notify::new());
+
+    let relay = outbox::Relay {
+        store: store.clone(),
+        publisher,
+        wake: wake_relay.clone(),
+    };
+    let relay_task = tokio::spawn(relay.run(settings.relay_interval, shutdown.clone()));
+
+    let subjects = filter_subjects(&settings);
+    let mut spec = ConsumerSpec::new(
+        settings.consumer.clone(),
+        &subjects.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .start(StartPosition::New)
+    .concurrency(settings.concurrency);
+    spec.stream = config.nats.events.clone();
+    let ledger_pool = store.pool().clone();
+    let consumer_name: Arc<str> = settings.consumer.clone().into();
+    let resume_name = consumer_name.clone();
+    spec.resume_point = Some(Arc::new(move || {
+        let (pool, name) = (ledger_pool.clone(), resume_name.clone());
+        Box::pin(async move {
+            hookbus_store::last_sequence(&pool, &name)
+                .await
+                .ok()
+                .flatten()
+        })
+    }));
+    let handler_inventory = inventory.clone();
+    let handler_wake = wake_relay.clone();
+    let consumer = tokio::spawn(hookbus_bus::run_consumer(
+        client.clone(),
+        spec,
+        move |delivery| {
+            handler::handle(
+                handler_inventory.clone(),
+                consumer_name.clone(),
+                handler_wake.clone(),
+                delivery,
+            )
+        },
+        shutdown.clone(),
+    ));
+
+    let state = Arc::new(routes::AppState {
+        inventory,
+        api_token: settings.api_token.clone(),
+        wake_relay,
+        client: client.clone(),
+    });
+    let app = Router::new()
+        .route("/v1/stock", get(routes::list_stock))
+        .route(
+            "/v1/stock/{sku}",
+            get(routes::get_stock).put(routes::put_stock),
+        )
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .with_state(state);
+    tracing::info!(addr = ?listener.local_addr().ok(), "inventory listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await?;
+    consumer.await??;
+    relay_task.await?;
+    let _ = client.flush().await;
+    Ok(())
+}
+
+/// The whole process, configured by `config_path` (or `HOOKBUS_CONFIG`) and the environment.
+pub async fn service_main(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let loader =
+        hookbus_config::Loader::new(hookbus_config::Loader::path_from_env(config_path).as_deref())?;
+    let config = Config::load(&loader)?;
+    let _telemetry = hookbus_telemetry::init("hookbus-inventory", &config.telemetry)?;
+    let listener = TcpListener::bind(config.inventory.listen).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(hookbus_bus::stop_on_signal(shutdown.clone()));
+    run(config, listener, shutdown).await
+}

@@ -1,0 +1,109 @@
+//! The outbox relay: publishes unsent rows in order with the row id as `Nats-Msg-Id`, then marks
+//! them sent. A relay that dies between the two publishes the row again on restart, and JetStream
+//! drops the repeat within its duplicate window; two replicas relaying at once are safe the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hookbus_bus::Publisher;
+use hookbus_proto::v1::Event;
+use hookbus_store::sqlx::{self, Row};
+use hookbus_store::{Store, StoreError};
+use prost::Message;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::unix_now;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("outbox row {id}: {reason}")]
+    Row { id: String, reason: String },
+    #[error("publish of outbox row {id}: {source}")]
+    Publish {
+        id: String,
+        #[source]
+        source: hookbus_bus::PublishError,
+    },
+}
+
+impl From<sqlx::Error> for RelayError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Relay {
+    pub store: Store,
+    pub publisher: Publisher,
+    pub wake: Arc<Notify>,
+}
+
+impl Relay {
+    /// Relays until `shutdown`, waking on `wake` or every `interval`.
+    pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
+        loop {
+            if let Err(e) = self.relay_once().await {
+                tracing::warn!(error = %e, "outbox relay failed, retrying");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// Publishes every unsent row (in batches of 100); returns how many.
+    pub async fn relay_once(&self) -> Result<usize, RelayError> {
+        let mut relayed = 0;
+        loop {
+            let rows = sqlx::query(
+                "SELECT id, subject, event, traceparent FROM outbox \
+                 WHERE sent_at IS NULL ORDER BY id LIMIT 100",
+            )
+            .fetch_all(self.store.pool())
+            .await?;
+            if rows.is_empty() {
+                return Ok(relayed);
+            }
+            for row in rows {
+                let id: String = row.try_get("id")?;
+                let subject: String = row.try_get("subject")?;
+                let encoded: String = row.try_get("event")?;
+                let traceparent: Option<String> = row.try_get("traceparent")?;
+                let bad = |reason: String| RelayError::Row {
+                    id: id.clone(),
+                    reason,
+                };
+                let bytes = STANDARD.decode(encoded).map_err(|e| bad(e.to_string()))?;
+                let event = Event::decode(bytes.as_slice()).map_err(|e| bad(e.to_string()))?;
+                let mut headers = async_nats::HeaderMap::new();
+                if let Some(traceparent) = &traceparent {
+                    headers.insert("traceparent", traceparent.as_str());
+                }
+                let parent = hookbus_telemetry::context_from_nats(&headers);
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                self.publisher
+                    .publish_event(subject, &event, &id, deadline, &parent)
+                    .await
+                    .map_err(|source| RelayError::Publish {
+                        id: id.clone(),
+                        source,
+                    })?;
+                hookbus_bus::failpoint("inventory-relay-after-publish");
+                sqlx::query("UPDATE outbox SET sent_at = $2 WHERE id = $1")
+                    .bind(&id)
+                    .bind(unix_now())
+                    .execute(self.store.pool())
+                    .await?;
+                relayed += 1;
+            }
+        }
+    }
+}

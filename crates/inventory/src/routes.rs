@@ -1,0 +1,183 @@
+//! `GET /v1/stock/{sku}`, `GET /v1/stock?below=N`, `PUT /v1/stock/{sku}` (bearer token),
+//! `/healthz`, `/readyz`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
+
+use crate::store::{Cause, Inventory};
+
+pub struct AppState {
+    pub inventory: Arc<Inventory>,
+    pub api_token: Option<SecretString>,
+    pub wake_relay: Arc<Notify>,
+    pub client: async_nats::Client,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({"error": {"code": code, "message": message.into()}});
+    (status, Json(body)).into_response()
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "inventory request failed");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+}
+
+pub async fn get_stock(State(state): State<Arc<AppState>>, Path(sku): Path<String>) -> Response {
+    match state.inventory.level(&sku).await {
+        Ok(Some(level)) => Json(level).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "unknown_sku",
+            format!("no stock recorded for SKU {sku:?}"),
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct BelowQuery {
+    below: Option<String>,
+}
+
+pub async fn list_stock(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<BelowQuery>,
+) -> Response {
+    let below = match query.below.as_deref().map(str::parse::<i64>) {
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "below: must be an integer",
+            );
+        }
+        None => i64::MAX,
+    };
+    match state.inventory.below(below).await {
+        Ok(levels) => Json(serde_json::json!({ "items": levels })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// `PUT /v1/stock/{sku}` body: the new level, and optionally the SKU's low-stock threshold.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutStock {
+    level: serde_json::Value,
+    threshold: Option<serde_json::Value>,
+}
+
+/// A non-negative integer, or a message naming `field`.
+fn non_negative(field: &str, value: &serde_json::Value) -> Result<i64, String> {
+    match value.as_i64() {
+        Some(n) if n >= 0 => Ok(n),
+        Some(_) => Err(format!("{field}: must not be negative")),
+        None => Err(format!("{field}: must be an integer")),
+    }
+}
+
+pub async fn put_stock(
+    State(state): State<Arc<AppState>>,
+    Path(sku): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let authorized = match (&state.api_token, presented) {
+        (Some(token), Some(presented)) => {
+            bool::from(token.expose_secret().as_bytes().ct_eq(presented.as_bytes()))
+        }
+        _ => false,
+    };
+    if !authorized {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required",
+        );
+    }
+    if sku.trim().is_empty() || sku.len() > 200 {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "sku: 1 to 200 characters",
+        );
+    }
+    let put: PutStock = match serde_json::from_slice(&body) {
+        Ok(put) => put,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()),
+    };
+    let invalid = |message| error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message);
+    let level = match non_negative("level", &put.level) {
+        Ok(level) => level,
+        Err(message) => return invalid(message),
+    };
+    let threshold = match put
+        .threshold
+        .as_ref()
+        .map(|t| non_negative("threshold", t))
+        .transpose()
+    {
+        Ok(threshold) => threshold,
+        Err(message) => return invalid(message),
+    };
+    let cause = Cause {
+        event_id: format!("api:{}", uuid::Uuid::now_v7()),
+        traceparent: None,
+    };
+    let result = async {
+        let mut tx = state.inventory.store().begin().await?;
+        let stock = state
+            .inventory
+            .adjust(&mut tx, &sku, |_| level, threshold, &cause)
+            .await?;
+        tx.commit().await?;
+        Ok::<_, hookbus_store::StoreError>(stock)
+    }
+    .await;
+    match result {
+        Ok(stock) => {
+            state.wake_relay.notify_one();
+            Json(stock).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+pub async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let database = hookbus_store::sqlx::query("SELECT 1")
+        .execute(state.inventory.store().pool())
+        .await
+        .is_ok();
+    let broker = hookbus_bus::is_connected(&state.client);
+    if database && broker {
+        Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "not_ready", "database": database, "broker_connected": broker})),
+        )
+            .into_response()
+    }
+}
