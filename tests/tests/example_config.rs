@@ -13,6 +13,8 @@ fn the_example_configuration_loads() {
     let loader = Loader::with_env(Some(std::path::Path::new(EXAMPLE)), std::iter::empty()).unwrap();
     let config = hookbus_ingress::Config::load(&loader).unwrap();
     assert_eq!(config.ingress.sources().unwrap().len(), 7);
+    let inventory = hookbus_inventory::Config::load(&loader).unwrap();
+    assert_eq!(inventory.inventory.low_stock_threshold, 5);
 }
 
 #[test]

@@ -32,6 +32,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// The ingress service (`POST /webhooks/{source}`).
     Ingress,
+    /// The inventory service (stock per SKU from order events, `/v1/stock`).
+    Inventory,
     /// Dead letters of every consumer: list, retry, purge.
     Dlq {
         #[command(subcommand)]
@@ -53,6 +55,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Dev(args) => dev::run(cli.config, args).await,
             Command::Ingress => hookbus_ingress::service_main(cli.config).await,
+            Command::Inventory => hookbus_inventory::service_main(cli.config).await,
             Command::Dlq { action } => dlq::run(cli.config, action).await,
             Command::Bench { which } => bench::run(which).await,
         }

@@ -49,6 +49,10 @@ pub struct InventoryConfig {
     pub extra_subjects: Vec<String>,
     /// Handlers at once.
     pub concurrency: usize,
+    /// How long the broker waits for an ack before redelivering (in-progress acks extend it while
+    /// a handler runs).
+    #[serde(with = "duration")]
+    pub ack_wait: Duration,
     /// How often the outbox relay looks for unsent rows when nothing wakes it.
     #[serde(with = "duration")]
     pub relay_interval: Duration,
@@ -65,6 +69,7 @@ impl Default for InventoryConfig {
             consumer: "inventory".into(),
             extra_subjects: Vec::new(),
             concurrency: 8,
+            ack_wait: Duration::from_secs(30),
             relay_interval: Duration::from_millis(500),
         }
     }

@@ -73,6 +73,7 @@ pub async fn run(
     .start(StartPosition::New)
     .concurrency(settings.concurrency);
     spec.stream = config.nats.events.clone();
+    spec.ack_wait = settings.ack_wait;
     let ledger_pool = store.pool().clone();
     let consumer_name: Arc<str> = settings.consumer.clone().into();
     let resume_name = consumer_name.clone();
