@@ -15,6 +15,8 @@ fn the_example_configuration_loads() {
     assert_eq!(config.ingress.sources().unwrap().len(), 7);
     let inventory = hookbus_inventory::Config::load(&loader).unwrap();
     assert_eq!(inventory.inventory.low_stock_threshold, 5);
+    let analytics = hookbus_analytics::Config::load(&loader).unwrap();
+    assert_eq!(analytics.analytics.subjects, ["events.>"]);
 }
 
 #[test]

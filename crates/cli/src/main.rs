@@ -34,6 +34,8 @@ enum Command {
     Ingress,
     /// The inventory service (stock per SKU from order events, `/v1/stock`).
     Inventory,
+    /// The analytics service (events per minute, revenue per hour, `/v1/stats/…`).
+    Analytics,
     /// Dead letters of every consumer: list, retry, purge.
     Dlq {
         #[command(subcommand)]
@@ -56,6 +58,7 @@ fn main() -> anyhow::Result<()> {
             Command::Dev(args) => dev::run(cli.config, args).await,
             Command::Ingress => hookbus_ingress::service_main(cli.config).await,
             Command::Inventory => hookbus_inventory::service_main(cli.config).await,
+            Command::Analytics => hookbus_analytics::service_main(cli.config).await,
             Command::Dlq { action } => dlq::run(cli.config, action).await,
             Command::Bench { which } => bench::run(which).await,
         }

@@ -15,10 +15,17 @@ use serde::de::DeserializeOwned;
 pub use units::{ByteSize, duration};
 
 /// The sections a configuration file may have today.
-pub const SECTIONS: &[&str] = &["nats", "telemetry", "ingress", "inventory", "dev"];
+pub const SECTIONS: &[&str] = &[
+    "nats",
+    "telemetry",
+    "ingress",
+    "inventory",
+    "analytics",
+    "dev",
+];
 
 /// The sections whose `database_url` `DATABASE_URL` sets.
-pub const SQL_SECTIONS: &[&str] = &["inventory"];
+pub const SQL_SECTIONS: &[&str] = &["inventory", "analytics"];
 
 /// A configuration that cannot be used; the message names the key.
 #[derive(Debug, thiserror::Error)]

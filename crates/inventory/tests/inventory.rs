@@ -387,7 +387,8 @@ async fn the_outbox_emits_each_change_once_and_thresholds_once_per_crossing_with
         app.wait_level("SKU-3", 1).await;
         app.order("evt-4", "o-4", &[("SKU-3", 1)]).await; // 1 → 0: crosses zero again
         app.wait_level("SKU-3", 0).await;
-        let emitted = app.emitted(6 + 1 + 2).await;
+        // 7 changes, 1 LowStock, 2 OutOfStock.
+        let emitted = app.emitted(7 + 1 + 2).await;
         let of = |subject: &str| {
             emitted
                 .iter()

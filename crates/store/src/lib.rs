@@ -76,9 +76,26 @@ impl Store {
                 source,
             })?;
         probe.close().await?;
+        let sqlite = backend == Backend::Sqlite;
         let pool = AnyPoolOptions::new()
             // SQLite has one writer; more connections only queue on its lock.
-            .max_connections(if backend == Backend::Sqlite { 1 } else { 10 })
+            .max_connections(if sqlite { 1 } else { 10 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL with NORMAL sync: a commit survives a process crash (what the
+                        // ledger's exactly-once needs); the last ones may be lost on power loss.
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = NORMAL",
+                            "PRAGMA busy_timeout = 5000",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
             .acquire_timeout(Duration::from_secs(10))
             .connect(&connect_url)
             .await

@@ -1,0 +1,235 @@
+//! Analytics: every event counted once per minute (of `received_at`) per source and type, with the
+//! mean ingest-to-process latency; revenue per currency per hour from orders. SQLite by default,
+//! Postgres by `DATABASE_URL`; exactly once in effect under redelivery (the ledger).
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hookbus_bus::{ConsumerSpec, Delivery, Outcome, StartPosition};
+use hookbus_store::Store;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{AnalyticsConfig, Config};
+
+struct AppState {
+    store: Store,
+    client: async_nats::Client,
+}
+
+/// Runs analytics until `shutdown`: the consumer (starting at `all`) and the stats API.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let settings = config.analytics;
+    let store = Store::open(&settings.database_url, store::migrations()).await?;
+    let client = hookbus_bus::connect(&config.nats, "hookbus-analytics").await?;
+
+    let mut registry = Registry::default();
+    let counted = Counter::<u64>::default();
+    let repeated = Counter::<u64>::default();
+    let sub = registry.sub_registry_with_prefix("hookbus_analytics");
+    sub.register("events_counted", "Events counted", counted.clone());
+    sub.register(
+        "events_repeated",
+        "Deliveries of events counted before (skipped)",
+        repeated.clone(),
+    );
+
+    let subjects: Vec<&str> = settings.subjects.iter().map(String::as_str).collect();
+    let mut spec = ConsumerSpec::new(settings.consumer.clone(), &subjects)
+        .start(StartPosition::All)
+        .concurrency(settings.concurrency);
+    spec.stream = config.nats.events.clone();
+    let ledger_pool = store.pool().clone();
+    let resume_name = settings.consumer.clone();
+    spec.resume_point = Some(Arc::new(move || {
+        let (pool, name) = (ledger_pool.clone(), resume_name.clone());
+        Box::pin(async move {
+            hookbus_store::last_sequence(&pool, &name)
+                .await
+                .ok()
+                .flatten()
+        })
+    }));
+    let (handler_store, consumer_name) =
+        (store.clone(), Arc::<str>::from(settings.consumer.as_str()));
+    let consumer = tokio::spawn(hookbus_bus::run_consumer(
+        client.clone(),
+        spec,
+        move |delivery: Delivery| {
+            let (store, name, counted, repeated) = (
+                handler_store.clone(),
+                consumer_name.clone(),
+                counted.clone(),
+                repeated.clone(),
+            );
+            async move {
+                let latency_ms = delivery.event.received_at.as_ref().map_or(0, |t| {
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap_or_default();
+                    (now.as_millis() as i64) - (t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+                });
+                match store::record(
+                    &store,
+                    &name,
+                    &delivery.event,
+                    delivery.stream_sequence,
+                    latency_ms,
+                )
+                .await
+                {
+                    Ok(true) => {
+                        counted.inc();
+                        Outcome::Ack
+                    }
+                    Ok(false) => {
+                        repeated.inc();
+                        Outcome::Ack
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "counting failed, will retry");
+                        Outcome::Retry {
+                            after: Duration::from_millis(500 * delivery.attempt.min(10)),
+                        }
+                    }
+                }
+            }
+        },
+        shutdown.clone(),
+    ));
+
+    let state = Arc::new(AppState {
+        store,
+        client: client.clone(),
+    });
+    let app = Router::new()
+        .route("/v1/stats/events", get(stats_events))
+        .route("/v1/stats/revenue", get(stats_revenue))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(readyz))
+        .with_state(state)
+        .merge(hookbus_telemetry::metrics_router(Arc::new(registry)));
+    tracing::info!(addr = ?listener.local_addr().ok(), "analytics listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await?;
+    consumer.await??;
+    Ok(())
+}
+
+fn bad_request(message: String) -> Response {
+    let body = serde_json::json!({"error": {"code": "invalid_query", "message": message}});
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "stats query failed");
+    let body = serde_json::json!({"error": {"code": "internal", "message": "internal error"}});
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+struct Range {
+    from: Option<String>,
+    to: Option<String>,
+    bucket: Option<String>,
+}
+
+/// A time as unix seconds or RFC 3339.
+fn parse_time(field: &str, text: Option<&str>, default: i64) -> Result<i64, String> {
+    let Some(text) = text else { return Ok(default) };
+    if let Ok(seconds) = text.parse::<i64>() {
+        return Ok(seconds);
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| format!("{field}: {text:?} is neither unix seconds nor an RFC 3339 time"))
+}
+
+fn range(query: &Range) -> Result<(i64, i64), String> {
+    let from = parse_time("from", query.from.as_deref(), 0)?;
+    let to = parse_time("to", query.to.as_deref(), i64::MAX / 2)?;
+    if from > to {
+        return Err("from: must not be after to".into());
+    }
+    Ok((from, to))
+}
+
+async fn stats_events(State(state): State<Arc<AppState>>, Query(query): Query<Range>) -> Response {
+    let (from, to) = match range(&query) {
+        Ok(range) => range,
+        Err(message) => return bad_request(message),
+    };
+    let bucket = match query.bucket.as_deref().unwrap_or("minute") {
+        "minute" => 60,
+        "hour" => 3600,
+        other => return bad_request(format!("bucket: {other:?} is not minute or hour")),
+    };
+    match store::event_counts(&state.store, from, to, bucket).await {
+        Ok(items) => Json(serde_json::json!({ "items": items })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn stats_revenue(State(state): State<Arc<AppState>>, Query(query): Query<Range>) -> Response {
+    let (from, to) = match range(&query) {
+        Ok(range) => range,
+        Err(message) => return bad_request(message),
+    };
+    match store::revenue(&state.store, from, to).await {
+        Ok(items) => Json(serde_json::json!({ "items": items })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let database = hookbus_store::sqlx::query("SELECT 1")
+        .execute(state.store.pool())
+        .await
+        .is_ok();
+    let broker = hookbus_bus::is_connected(&state.client);
+    let status = if database && broker {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({"database": database, "broker_connected": broker})),
+    )
+        .into_response()
+}
+
+/// The whole process, configured by `config_path` (or `HOOKBUS_CONFIG`) and the environment.
+pub async fn service_main(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let loader =
+        hookbus_config::Loader::new(hookbus_config::Loader::path_from_env(config_path).as_deref())?;
+    let config = Config::load(&loader)?;
+    let _telemetry = hookbus_telemetry::init("hookbus-analytics", &config.telemetry)?;
+    let listener = TcpListener::bind(config.analytics.listen).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(hookbus_bus::stop_on_signal(shutdown.clone()));
+    run(config, listener, shutdown).await
+}
