@@ -47,12 +47,19 @@ pub async fn run(config_path: Option<PathBuf>, args: DevArgs) -> anyhow::Result<
     let secret_file = demo_secret(&data_dir)?;
 
     // Embedded defaults sit beneath the file and the environment.
+    let sqlite = |name: &str| format!("sqlite://{}", data_dir.join(name).display());
     let defaults = format!(
-        "[ingress]\nlisten = \"127.0.0.1:8080\"\n\n[ingress.sources.{DEMO_SOURCE}]\nverifier = \"github\"\nsecrets_file = {:?}\n",
-        secret_file.display().to_string()
+        "[ingress]\nlisten = \"127.0.0.1:8080\"\n\n[ingress.sources.{DEMO_SOURCE}]\nverifier = \"github\"\nsecrets_file = {:?}\n\n\
+         [inventory]\nlisten = \"127.0.0.1:8082\"\ndatabase_url = {:?}\n\n\
+         [analytics]\nlisten = \"127.0.0.1:8084\"\ndatabase_url = {:?}\n",
+        secret_file.display().to_string(),
+        sqlite("inventory.db"),
+        sqlite("analytics.db"),
     );
     let loader = Loader::new(path.as_deref())?.with_defaults(&defaults);
     let mut config = hookbus_ingress::Config::load(&loader)?;
+    let mut inventory = hookbus_inventory::Config::load(&loader)?;
+    let mut analytics = hookbus_analytics::Config::load(&loader)?;
     let _telemetry = hookbus_telemetry::init("hookbus-dev", &config.telemetry)?;
 
     let mut nats = None;
@@ -96,30 +103,77 @@ pub async fn run(config_path: Option<PathBuf>, args: DevArgs) -> anyhow::Result<
         nats = Some(server);
     }
 
-    let listener = TcpListener::bind(config.ingress.listen)
-        .await
-        .with_context(|| format!("listen on {} (ingress.listen)", config.ingress.listen))?;
-    let ingress_addr = listener.local_addr()?;
+    inventory.nats = config.nats.clone();
+    analytics.nats = config.nats.clone();
+    let bind = |addr: std::net::SocketAddr, key: &'static str| async move {
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen on {addr} ({key})"))
+    };
+    let listener = bind(config.ingress.listen, "ingress.listen").await?;
+    let inventory_listener = bind(inventory.inventory.listen, "inventory.listen").await?;
+    let analytics_listener = bind(analytics.analytics.listen, "analytics.listen").await?;
+    let addrs = Addrs {
+        ingress: listener.local_addr()?,
+        inventory: inventory_listener.local_addr()?,
+        analytics: analytics_listener.local_addr()?,
+    };
     let secret = std::fs::read_to_string(&secret_file)?.trim().to_owned();
     let nats_url = config.nats.url.clone();
 
     let shutdown = CancellationToken::new();
     tokio::spawn(hookbus_bus::stop_on_signal(shutdown.clone()));
-    let mut ingress = tokio::spawn(hookbus_ingress::run(config, listener, shutdown));
-    // The banner once the ingress answers, so its curl works when printed.
-    let result = tokio::select! {
-        result = &mut ingress => result?,
-        () = wait_until_ready(ingress_addr) => {
-            print_banner(&nats_url, ingress_addr, &secret, nats.is_some());
-            ingress.await?
-        }
+    // Every service in this process; when one stops (an error, or the signal), all stop.
+    let mut services = tokio::task::JoinSet::new();
+    let stop_all = |result: anyhow::Result<()>, token: CancellationToken| {
+        token.cancel();
+        result
     };
+    let token = shutdown.clone();
+    services.spawn(async move {
+        let result = hookbus_ingress::run(config, listener, token.clone()).await;
+        stop_all(result.map_err(Into::into), token)
+    });
+    let token = shutdown.clone();
+    services.spawn(async move {
+        let result = hookbus_inventory::run(inventory, inventory_listener, token.clone()).await;
+        stop_all(result, token)
+    });
+    let token = shutdown.clone();
+    services.spawn(async move {
+        let result = hookbus_analytics::run(analytics, analytics_listener, token.clone()).await;
+        stop_all(result, token)
+    });
+    // The banner once the services answer, so its curl works when printed.
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = async {
+            for addr in [addrs.ingress, addrs.inventory, addrs.analytics] {
+                wait_until_ready(addr).await;
+            }
+        } => print_banner(&nats_url, &addrs, &secret, nats.is_some()),
+    }
+    let mut result = Ok(());
+    while let Some(stopped) = services.join_next().await {
+        if let Err(e) = stopped? {
+            tracing::error!(error = %e, "a service stopped with an error");
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
     if let Some(mut server) = nats {
         tokio::task::spawn_blocking(move || server.stop()).await?;
         tracing::info!("stopped nats-server");
     }
-    result?;
-    Ok(())
+    result
+}
+
+/// Where the services listen.
+struct Addrs {
+    ingress: std::net::SocketAddr,
+    inventory: std::net::SocketAddr,
+    analytics: std::net::SocketAddr,
 }
 
 /// Returns once `GET /readyz` answers 200 (the ingress has connected and provisioned).
@@ -198,7 +252,8 @@ fn local_port(url: &str) -> Option<u16> {
         .flatten()
 }
 
-fn print_banner(nats_url: &str, ingress: std::net::SocketAddr, secret: &str, embedded: bool) {
+fn print_banner(nats_url: &str, addrs: &Addrs, secret: &str, embedded: bool) {
+    let ingress = addrs.ingress;
     let body = r#"{"zen":"Design for failure.","hook_id":1}"#;
     let delivery_id = "6f1d4c5e-0000-4000-8000-000000000001";
     let headers = sign_as_provider(
@@ -223,11 +278,15 @@ fn print_banner(nats_url: &str, ingress: std::net::SocketAddr, secret: &str, emb
     println!(
         "\nhookbus dev is running\n\
          \n  ingress      http://{host}  (POST /webhooks/{{source}}, /healthz, /readyz, /metrics)\
+         \n  inventory    http://{}  (GET /v1/stock/{{sku}}, /v1/stock?below=N)\
+         \n  analytics    http://{}  (GET /v1/stats/events, /v1/stats/revenue)\
          \n  nats         {nats_url}{}\
          \n  demo source  {DEMO_SOURCE} (verifier github), secret: {secret}\
          \n\nSend a signed test webhook (a second send is answered \"duplicate\": true):\n\
          \ncurl -sS -X POST http://{host}/webhooks/{DEMO_SOURCE}{header_args} \\\n  -H 'content-type: application/json' \\\n  --data-raw '{body}'\n\
          \nCtrl-C stops everything.\n",
+        addrs.inventory,
+        addrs.analytics,
         if embedded {
             " (started by hookbus dev, store under the data directory)"
         } else {

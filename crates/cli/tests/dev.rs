@@ -13,6 +13,8 @@ fn dev_prints_a_working_curl_and_stops_cleanly_on_sigint() {
     let data = tempfile::tempdir().unwrap();
     let nats_port = free_port();
     let ingress_port = free_port();
+    let inventory_port = free_port();
+    let analytics_port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_hookbus"))
         .arg("dev")
         .arg("--data-dir")
@@ -21,6 +23,14 @@ fn dev_prints_a_working_curl_and_stops_cleanly_on_sigint() {
         .env(
             "HOOKBUS_INGRESS__LISTEN",
             format!("127.0.0.1:{ingress_port}"),
+        )
+        .env(
+            "HOOKBUS_INVENTORY__LISTEN",
+            format!("127.0.0.1:{inventory_port}"),
+        )
+        .env(
+            "HOOKBUS_ANALYTICS__LISTEN",
+            format!("127.0.0.1:{analytics_port}"),
         )
         .env("HOOKBUS_NATS_SERVER", nats_server_binary().unwrap())
         .env("RUST_LOG", "warn")
@@ -64,6 +74,28 @@ fn dev_prints_a_working_curl_and_stops_cleanly_on_sigint() {
     assert_eq!(first["duplicate"], false, "{first}");
     let second: serde_json::Value = serde_json::from_str(&run(&curl)).unwrap();
     assert_eq!(second["duplicate"], true, "{second}");
+
+    // The event reaches analytics, running in the same process (counted once).
+    let stats = format!("curl -sS http://127.0.0.1:{analytics_port}/v1/stats/events");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let json: serde_json::Value = serde_json::from_str(&run(&stats)).unwrap_or_default();
+        let pings: Vec<_> = json["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["source"] == "demo" && i["type"] == "ping")
+            .collect();
+        if let [one] = pings.as_slice() {
+            assert_eq!(one["count"], 1, "{json}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "analytics never counted the ping: {json}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
