@@ -6,15 +6,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let mut config = None;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--config" => config = args.next().map(Into::into),
-            other => anyhow::bail!(
-                "unknown argument {other:?}; usage: hookbus-analytics [--config FILE]"
-            ),
-        }
-    }
+    let config = hookbus_config::config_arg("hookbus-analytics").map_err(anyhow::Error::msg)?;
     hookbus_analytics::service_main(config).await
 }

@@ -24,6 +24,24 @@ pub const SECTIONS: &[&str] = &[
     "dev",
 ];
 
+/// The only argument of a service binary: `--config FILE` (optional). `binary` names it in the
+/// usage message.
+pub fn config_arg(binary: &str) -> Result<Option<PathBuf>, String> {
+    let mut args = std::env::args().skip(1);
+    let mut config = None;
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next()) {
+            ("--config", Some(path)) => config = Some(PathBuf::from(path)),
+            _ => {
+                return Err(format!(
+                    "unexpected argument {arg:?}; usage: {binary} [--config FILE]"
+                ));
+            }
+        }
+    }
+    Ok(config)
+}
+
 /// The sections whose `database_url` `DATABASE_URL` sets.
 pub const SQL_SECTIONS: &[&str] = &["inventory", "analytics"];
 

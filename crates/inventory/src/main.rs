@@ -6,15 +6,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let mut config = None;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--config" => config = args.next().map(Into::into),
-            other => anyhow::bail!(
-                "unknown argument {other:?}; usage: hookbus-inventory [--config FILE]"
-            ),
-        }
-    }
+    let config = hookbus_config::config_arg("hookbus-inventory").map_err(anyhow::Error::msg)?;
     hookbus_inventory::service_main(config).await
 }
