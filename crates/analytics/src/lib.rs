@@ -58,17 +58,10 @@ pub async fn run(
         .start(StartPosition::All)
         .concurrency(settings.concurrency);
     spec.stream = config.nats.events.clone();
-    let ledger_pool = store.pool().clone();
-    let resume_name = settings.consumer.clone();
-    spec.resume_point = Some(Arc::new(move || {
-        let (pool, name) = (ledger_pool.clone(), resume_name.clone());
-        Box::pin(async move {
-            hookbus_store::last_sequence(&pool, &name)
-                .await
-                .ok()
-                .flatten()
-        })
-    }));
+    spec.resume_point = Some(Arc::new(hookbus_store::resume_point(
+        store.pool().clone(),
+        settings.consumer.clone(),
+    )));
     let (handler_store, consumer_name) =
         (store.clone(), Arc::<str>::from(settings.consumer.as_str()));
     let consumer = tokio::spawn(hookbus_bus::run_consumer(

@@ -74,18 +74,11 @@ pub async fn run(
     .concurrency(settings.concurrency);
     spec.stream = config.nats.events.clone();
     spec.ack_wait = settings.ack_wait;
-    let ledger_pool = store.pool().clone();
+    spec.resume_point = Some(Arc::new(hookbus_store::resume_point(
+        store.pool().clone(),
+        settings.consumer.clone(),
+    )));
     let consumer_name: Arc<str> = settings.consumer.clone().into();
-    let resume_name = consumer_name.clone();
-    spec.resume_point = Some(Arc::new(move || {
-        let (pool, name) = (ledger_pool.clone(), resume_name.clone());
-        Box::pin(async move {
-            hookbus_store::last_sequence(&pool, &name)
-                .await
-                .ok()
-                .flatten()
-        })
-    }));
     let handler_inventory = inventory.clone();
     let handler_wake = wake_relay.clone();
     let consumer = tokio::spawn(hookbus_bus::run_consumer(

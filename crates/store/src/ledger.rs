@@ -44,6 +44,18 @@ pub async fn last_sequence(pool: &AnyPool, consumer: &str) -> Result<Option<u64>
     Ok(row.0.map(|s| s as u64))
 }
 
+/// [`last_sequence`] as a closure, for `ConsumerSpec::resume_point`: where a recreated consumer
+/// resumes (`None` when the read fails or nothing is recorded).
+pub fn resume_point(
+    pool: AnyPool,
+    consumer: String,
+) -> impl Fn() -> futures_util::future::BoxFuture<'static, Option<u64>> + Send + Sync {
+    move || {
+        let (pool, consumer) = (pool.clone(), consumer.clone());
+        Box::pin(async move { last_sequence(&pool, &consumer).await.ok().flatten() })
+    }
+}
+
 /// Deletes ledger rows older than `keep` (keep at least 3 days: Stripe retries that long).
 pub async fn prune(pool: &AnyPool, keep: Duration) -> Result<u64, sqlx::Error> {
     let cutoff = unix_now() - keep.as_secs() as i64;

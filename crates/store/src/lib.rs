@@ -14,7 +14,7 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Connection};
 
-pub use ledger::{claim, last_sequence, prune};
+pub use ledger::{claim, last_sequence, prune, resume_point};
 pub use migrations::Migrations;
 pub use sqlx;
 
