@@ -403,19 +403,14 @@ async fn process<H, Fut>(
     hookbus_telemetry::set_parent_from_nats(&span, &headers);
 
     async {
+        let give_up = async |reason: &str| {
+            dead_letter(shared, &message, &subject, stream_sequence, attempt, reason).await;
+        };
         let event = match Event::decode(message.payload.clone()) {
             Ok(event) => event,
             Err(e) => {
                 let reason = format!("payload is not a hookbus.v1.Event: {e}");
-                dead_letter(
-                    shared,
-                    &message,
-                    &subject,
-                    stream_sequence,
-                    attempt,
-                    &reason,
-                )
-                .await;
+                give_up(&reason).await;
                 return;
             }
         };
@@ -465,26 +460,10 @@ async fn process<H, Fut>(
             }
             Outcome::Retry { .. } => {
                 let reason = format!("still failing after {attempt} deliveries");
-                dead_letter(
-                    shared,
-                    &message,
-                    &subject,
-                    stream_sequence,
-                    attempt,
-                    &reason,
-                )
-                .await;
+                give_up(&reason).await;
             }
             Outcome::Reject { reason } => {
-                dead_letter(
-                    shared,
-                    &message,
-                    &subject,
-                    stream_sequence,
-                    attempt,
-                    &reason,
-                )
-                .await;
+                give_up(&reason).await;
             }
         }
     }
