@@ -17,6 +17,31 @@ fn the_example_configuration_loads() {
     assert_eq!(inventory.inventory.low_stock_threshold, 5);
     let analytics = hookbus_analytics::Config::load(&loader).unwrap();
     assert_eq!(analytics.analytics.subjects, ["events.>"]);
+    let notifications = hookbus_notifications::Config::load(&loader).unwrap();
+    let rules = hookbus_notifications::Rules::compile(&notifications.notifications).unwrap();
+    assert_eq!(rules.rules().len(), 3);
+    rules.filter_subjects().unwrap();
+    // The egress's two secrets come from the environment (or files), never from the example.
+    let loader = Loader::with_env(
+        Some(std::path::Path::new(EXAMPLE)),
+        [
+            ("HOOKBUS_EGRESS__API_TOKEN", "example-token-0123456789"),
+            (
+                "HOOKBUS_EGRESS__ENCRYPTION_KEY",
+                "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=",
+            ),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    )
+    .unwrap();
+    let egress = hookbus_egress::Config::load(&loader).unwrap();
+    assert_eq!(egress.egress.listen.port(), 8081);
+    assert_eq!(egress.egress.retry_schedule.len(), 7);
+    let error = hookbus_egress::Config::load(
+        &Loader::with_env(Some(std::path::Path::new(EXAMPLE)), std::iter::empty()).unwrap(),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("egress.api_token"), "{error}");
 }
 
 #[test]
@@ -58,6 +83,51 @@ fn the_example_names_every_key() {
         "timestamp_header",
         "data_dir",
         "embedded_nats",
+        "sink_listen",
+        // inventory
+        "database_url",
+        "api_token",
+        "low_stock_threshold",
+        "thresholds",
+        "consumer",
+        "concurrency",
+        "ack_wait",
+        "extra_subjects",
+        "relay_interval",
+        "start",
+        // analytics
+        "subjects",
+        // notifications
+        "max_deliveries",
+        "retry_backoff",
+        "webhook_timeout",
+        "smtp",
+        "url_file",
+        "from",
+        "timeout",
+        "rules",
+        "channel",
+        "to",
+        "subject",
+        "template",
+        "text_field",
+        // egress
+        "api_token_file",
+        "encryption_key",
+        "encryption_key_file",
+        "allow_private_networks",
+        "allowed_subnets",
+        "request_timeout",
+        "retry_schedule",
+        "retry_jitter",
+        "disable_after",
+        "rotation_overlap",
+        "retention",
+        "max_concurrent_requests",
+        "default_max_in_flight",
+        "dispatcher",
+        "dispatch_concurrency",
+        "max_endpoints",
     ];
     let words: std::collections::HashSet<&str> = text
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use hookbus_bus::NatsConfig;
+use hookbus_bus::{NatsConfig, StartPosition};
 use hookbus_config::{ConfigError, Loader};
 use hookbus_telemetry::TelemetryConfig;
 use serde::Deserialize;
@@ -47,6 +47,9 @@ pub struct AnalyticsConfig {
     pub database_url: String,
     /// The durable consumer's name.
     pub consumer: String,
+    /// Where the consumer starts when it is created for the first time: `all` (default), `new`,
+    /// or an RFC 3339 time.
+    pub start: StartPosition,
     /// What it counts (default everything, `events.>`).
     pub subjects: Vec<String>,
     /// Handlers at once.
@@ -59,6 +62,7 @@ impl Default for AnalyticsConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8084)),
             database_url: "sqlite://./data/analytics.db".into(),
             consumer: "analytics".into(),
+            start: StartPosition::All,
             subjects: vec!["events.>".into()],
             concurrency: 8,
         }

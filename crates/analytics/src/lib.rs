@@ -17,7 +17,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hookbus_bus::{ConsumerSpec, Delivery, Outcome, StartPosition};
+use hookbus_bus::{ConsumerSpec, Delivery, Outcome};
 use hookbus_store::Store;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
@@ -55,13 +55,10 @@ pub async fn run(
 
     let subjects: Vec<&str> = settings.subjects.iter().map(String::as_str).collect();
     let mut spec = ConsumerSpec::new(settings.consumer.clone(), &subjects)
-        .start(StartPosition::All)
+        .start(settings.start)
         .concurrency(settings.concurrency);
     spec.stream = config.nats.events.clone();
-    spec.resume_point = Some(Arc::new(hookbus_store::resume_point(
-        store.pool().clone(),
-        settings.consumer.clone(),
-    )));
+    hookbus_store::track(&mut spec, store.pool());
     let (handler_store, consumer_name) =
         (store.clone(), Arc::<str>::from(settings.consumer.as_str()));
     let consumer = tokio::spawn(hookbus_bus::run_consumer(
@@ -117,17 +114,16 @@ pub async fn run(
     let app = Router::new()
         .route("/v1/stats/events", get(stats_events))
         .route("/v1/stats/revenue", get(stats_revenue))
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
         .route("/readyz", get(readyz))
-        .with_state(state)
-        .merge(hookbus_telemetry::metrics_router(Arc::new(registry)));
-    tracing::info!(addr = ?listener.local_addr().ok(), "analytics listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+        .with_state(state);
+    hookbus_telemetry::serve(
+        "analytics",
+        listener,
+        app,
+        registry,
+        shutdown.clone().cancelled_owned(),
+    )
+    .await?;
     consumer.await??;
     Ok(())
 }
@@ -198,31 +194,21 @@ async fn stats_revenue(State(state): State<Arc<AppState>>, Query(query): Query<R
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let database = hookbus_store::sqlx::query("SELECT 1")
-        .execute(state.store.pool())
-        .await
-        .is_ok();
-    let broker = hookbus_bus::is_connected(&state.client);
-    let status = if database && broker {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(serde_json::json!({"database": database, "broker_connected": broker})),
-    )
-        .into_response()
+    hookbus_telemetry::readiness(&[
+        ("database", state.store.is_reachable().await),
+        ("broker_connected", hookbus_bus::is_connected(&state.client)),
+    ])
 }
 
 /// The whole process, configured by `config_path` (or `HOOKBUS_CONFIG`) and the environment.
 pub async fn service_main(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let loader =
-        hookbus_config::Loader::new(hookbus_config::Loader::path_from_env(config_path).as_deref())?;
-    let config = Config::load(&loader)?;
-    let _telemetry = hookbus_telemetry::init("hookbus-analytics", &config.telemetry)?;
-    let listener = TcpListener::bind(config.analytics.listen).await?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(hookbus_bus::stop_on_signal(shutdown.clone()));
-    run(config, listener, shutdown).await
+    hookbus_bus::service_main(
+        "hookbus-analytics",
+        config_path,
+        Config::load,
+        |c| (&c.telemetry, c.analytics.listen),
+        run,
+    )
+    .await
+    .map_err(anyhow::Error::from_boxed)
 }

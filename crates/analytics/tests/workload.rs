@@ -218,7 +218,7 @@ async fn run_workload(database_url: &str) {
     }
 
     // Count with a restart in the middle: what was in flight is NAK'd and delivered again.
-    let http = reqwest::Client::new();
+    let http = http_client();
     let (base, shutdown, handle) = start(&nats, database_url).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -323,4 +323,10 @@ async fn a_mixed_workload_is_counted_exactly_once_on_postgres() {
         .expect("the machine's PostgreSQL");
     run_workload(&url).await;
     drop_postgres_database(&url).await.unwrap();
+}
+
+/// An HTTP client for the test (reqwest needs the process's rustls provider first).
+fn http_client() -> reqwest::Client {
+    hookbus_bus::install_crypto_provider();
+    reqwest::Client::new()
 }

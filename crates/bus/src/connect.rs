@@ -84,11 +84,17 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<Client, ConnectE
         timeout: config.connect_timeout,
         reason,
     };
+    // `nats://a:4222,nats://b:4222`: every server of a cluster, tried in turn.
+    let servers: Vec<&str> = config
+        .url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     let deadline = tokio::time::Instant::now() + config.connect_timeout;
     let mut last_error;
     loop {
-        match tokio::time::timeout_at(deadline, options.clone().connect(config.url.as_str())).await
-        {
+        match tokio::time::timeout_at(deadline, options.clone().connect(servers.as_slice())).await {
             Ok(Ok(client)) => {
                 let version = client.server_info().version;
                 if !supports_version(&version) {
@@ -144,6 +150,17 @@ pub fn ensure_fits_max_payload(
         });
     }
     Ok(())
+}
+
+/// Flushes what the client still buffers (acks, last publishes) before the process exits, for at
+/// most 2 s: with the broker gone a flush would wait for it forever, and what is unacked is
+/// redelivered anyway.
+pub async fn flush_before_exit(client: &Client) {
+    match tokio::time::timeout(Duration::from_secs(2), client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not flush to the broker before exiting"),
+        Err(_) => tracing::warn!("the broker did not take the last buffered messages within 2 s"),
+    }
 }
 
 #[cfg(test)]

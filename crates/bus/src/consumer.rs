@@ -51,6 +51,36 @@ pub enum StartPosition {
     AfterSequence(u64),
 }
 
+impl std::str::FromStr for StartPosition {
+    type Err = String;
+
+    /// `new`, `all`, or an RFC 3339 time (events published at or after it). `AfterSequence` is
+    /// not configurable: it is what a store's resume point gives.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "new" => Ok(Self::New),
+            "all" => Ok(Self::All),
+            other => {
+                time::OffsetDateTime::parse(other, &time::format_description::well_known::Rfc3339)
+                    .map(|t| Self::At(t.unix_timestamp()))
+                    .map_err(|_| {
+                        format!(
+                            "{other:?} is not new, all or an RFC 3339 time (2026-11-28T00:00:00Z)"
+                        )
+                    })
+            }
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StartPosition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <String as serde::Deserialize>::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// One delivery handed to a handler.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -61,6 +91,11 @@ pub struct Delivery {
     pub attempt: u64,
     pub headers: HeaderMap,
 }
+
+/// Saves the server's ack floor, as the runtime sees it every few seconds, where `resume_point`
+/// can read it back.
+pub type Checkpoint =
+    Arc<dyn Fn(u64) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// Returns the last stream sequence a store recorded, used to resume a consumer that was deleted.
 pub type ResumePoint =
@@ -78,6 +113,10 @@ pub struct ConsumerSpec {
     pub concurrency: usize,
     /// Deliveries before a failing message is dead-lettered.
     pub max_deliveries: i64,
+    /// The server's limit on delivered, unacknowledged messages. A message NAK'd with a delay
+    /// counts against it until it is redelivered, so it must be well above what the runtime holds
+    /// (`2 × concurrency`), or a run of retries stalls the consumer.
+    pub max_ack_pending: i64,
     /// How long the server waits for an ack before redelivering.
     pub ack_wait: Duration,
     /// Delay before redelivery after the n-th failure (the last entry repeats).
@@ -88,6 +127,8 @@ pub struct ConsumerSpec {
     pub drain_timeout: Duration,
     /// Where the caller's store says processing got to (see [`StartPosition::AfterSequence`]).
     pub resume_point: Option<ResumePoint>,
+    /// Where the runtime hands the server's ack floor to the caller's store.
+    pub checkpoint: Option<Checkpoint>,
     /// The `EVENTS` settings to provision with (`[nats.events]`); `DLQ` gets the same replicas.
     pub stream: crate::StreamSettings,
 }
@@ -106,7 +147,8 @@ impl std::fmt::Debug for ConsumerSpec {
 }
 
 impl ConsumerSpec {
-    /// Defaults: start `new`, 16 handlers, 5 deliveries, 30 s ack wait, back-off 1 s, 5 s, 30 s, 2 min.
+    /// Defaults: start `new`, 16 handlers, 5 deliveries, 10,000 unacknowledged at the server, 30 s
+    /// ack wait, back-off 1 s, 5 s, 30 s, 2 min.
     pub fn new(name: impl Into<String>, filter_subjects: &[&str]) -> Self {
         Self {
             name: name.into(),
@@ -114,11 +156,13 @@ impl ConsumerSpec {
             start: StartPosition::New,
             concurrency: 16,
             max_deliveries: 5,
+            max_ack_pending: 10_000,
             ack_wait: Duration::from_secs(30),
             backoff: [1, 5, 30, 120].map(Duration::from_secs).to_vec(),
             progress_acks: true,
             drain_timeout: Duration::from_secs(10),
             resume_point: None,
+            checkpoint: None,
             stream: crate::StreamSettings::default(),
         }
     }
@@ -169,7 +213,7 @@ impl ConsumerSpec {
             max_deliver: self.max_deliveries,
             filter_subject,
             filter_subjects,
-            max_ack_pending: (self.concurrency * 2) as i64,
+            max_ack_pending: self.max_ack_pending.max((self.concurrency * 2) as i64),
             ..Default::default()
         }
     }
@@ -195,6 +239,11 @@ struct Shared {
     ack_floor: AtomicU64,
 }
 
+/// How long a message handed back on shutdown waits before it is delivered again. Longer than a
+/// pull's expiry (1 s): an immediate NAK would be redelivered at once into the closing pull, NAK'd
+/// again, and so on until its deliveries ran out and it was dead-lettered unprocessed.
+const SHUTDOWN_NAK_DELAY: Duration = Duration::from_secs(2);
+
 /// Runs `handler` on every event matching `spec` until `shutdown` is cancelled.
 pub async fn run_consumer<H, Fut>(
     client: async_nats::Client,
@@ -215,7 +264,13 @@ where
         ack_floor: AtomicU64::new(0),
     });
     let handler = Arc::new(handler);
-    let semaphore = Arc::new(Semaphore::new(shared.spec.concurrency));
+    // Messages pulled and not yet settled: the running handlers plus as many waiting their turn,
+    // so a handler that finishes finds the next message here instead of waiting for a pull.
+    // Without in-progress acks a waiting message's ack deadline would run out, so then there is
+    // no waiting room.
+    let room = if shared.spec.progress_acks { 2 } else { 1 };
+    let semaphore = Arc::new(Semaphore::new(shared.spec.concurrency * room));
+    let handler_slots = Arc::new(Semaphore::new(shared.spec.concurrency));
     let tasks_cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -241,9 +296,9 @@ where
         };
         first = false;
         while !shutdown.is_cancelled() {
-            // Pull only as many messages as there are free handler slots, in batches that expire
-            // after a second: on shutdown no pull is left open, so nothing is left in flight
-            // unseen, and what a batch still brings is NAK'd.
+            // Pull only as many messages as there is room for (running plus waiting), in batches
+            // that expire after a second: on shutdown no pull is left open, so nothing is left in
+            // flight unseen, and what a batch still brings or a task still holds is NAK'd.
             let first_permit = tokio::select! {
                 () = shutdown.cancelled() => break 'connect,
                 permit = semaphore.clone().acquire_owned() => permit.expect("semaphore never closes"),
@@ -274,7 +329,9 @@ where
                     }
                 };
                 if shutdown.is_cancelled() {
-                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(SHUTDOWN_NAK_DELAY)))
+                        .await;
                     continue;
                 }
                 let permit = match first_permit.take() {
@@ -285,10 +342,25 @@ where
                         .await
                         .expect("semaphore never closes"),
                 };
-                let (shared, handler, cancel) =
-                    (shared.clone(), handler.clone(), tasks_cancel.clone());
+                let (shared, handler, cancel, slots, shutdown) = (
+                    shared.clone(),
+                    handler.clone(),
+                    tasks_cancel.clone(),
+                    handler_slots.clone(),
+                    shutdown.clone(),
+                );
+                // A free slot is taken here, in stream order; only a message that finds none waits
+                // in its task (at concurrency 1 that is one message, so order is kept).
+                let free_slot = slots.clone().try_acquire_owned().ok();
                 tasks.spawn(async move {
-                    process(&shared, &*handler, message, cancel).await;
+                    let slot = match free_slot {
+                        Some(slot) => Some(slot),
+                        None => wait_for_slot(&shared.spec, &message, slots, &shutdown).await,
+                    };
+                    if let Some(slot) = slot {
+                        process(&shared, &*handler, message, cancel).await;
+                        drop(slot);
+                    }
                     drop(permit);
                 });
             }
@@ -297,9 +369,13 @@ where
             if floor_checked.elapsed() > Duration::from_secs(2) {
                 floor_checked = tokio::time::Instant::now();
                 if let Ok(info) = consumer.info().await {
-                    shared
-                        .ack_floor
-                        .store(info.ack_floor.stream_sequence, Ordering::Relaxed);
+                    let floor = info.ack_floor.stream_sequence;
+                    let before = shared.ack_floor.swap(floor, Ordering::Relaxed);
+                    if let Some(checkpoint) = &shared.spec.checkpoint
+                        && floor > before
+                    {
+                        tokio::spawn(checkpoint(floor));
+                    }
                 }
             }
         }
@@ -315,7 +391,7 @@ where
         while tasks.join_next().await.is_some() {}
     }
     advisory.abort();
-    let _ = client.flush().await;
+    crate::flush_before_exit(&client).await;
     tracing::info!(consumer = %shared.spec.name, "consumer stopped");
     Ok(())
 }
@@ -360,7 +436,11 @@ async fn ensure_consumer(
         None => None,
     };
     let floor = shared.ack_floor.load(Ordering::Relaxed);
+    // The store's highest sequence can be above events that are still waiting for a retry
+    // (handlers finish out of order); the server's ack floor has no such gaps. Starting lower is
+    // harmless (the ledger skips what was done), so take the lower of the two when both are known.
     let start = match (recorded, first) {
+        (Some(sequence), false) if floor > 0 => StartPosition::AfterSequence(sequence.min(floor)),
         (Some(sequence), _) => StartPosition::AfterSequence(sequence),
         (None, false) if floor > 0 => StartPosition::AfterSequence(floor),
         _ => shared.spec.start,
@@ -372,6 +452,38 @@ async fn ensure_consumer(
         .get_or_create_consumer(&shared.spec.name, shared.spec.config(start))
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Ticks every third of `ack_wait`, the first one a third from now. (Not `interval` and a first
+/// `tick().await`: that first tick waits for the timer wheel's next millisecond, which costs about
+/// a millisecond per message.)
+fn progress_ticks(spec: &ConsumerSpec) -> tokio::time::Interval {
+    let period = spec.ack_wait / 3;
+    tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+}
+
+/// Waits for a free handler slot, keeping the message's ack deadline alive meanwhile; on shutdown
+/// the message goes back to the server (NAK, confirmed) and `None` is returned.
+async fn wait_for_slot(
+    spec: &ConsumerSpec,
+    message: &jetstream::Message,
+    slots: Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let mut progress = progress_ticks(spec);
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                let _ = message.double_ack_with(AckKind::Nak(Some(SHUTDOWN_NAK_DELAY))).await;
+                return None;
+            }
+            slot = slots.clone().acquire_owned() => return Some(slot.expect("semaphore never closes")),
+            _ = progress.tick(), if spec.progress_acks => {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        }
+    }
 }
 
 async fn process<H, Fut>(
@@ -424,8 +536,7 @@ async fn process<H, Fut>(
         };
         // The handler runs in its own task: a panic there is a failure, not the end of the consumer.
         let mut work = tokio::spawn(handler(delivery).in_current_span());
-        let mut progress = tokio::time::interval(spec.ack_wait / 3);
-        progress.tick().await;
+        let mut progress = progress_ticks(spec);
         let outcome = loop {
             tokio::select! {
                 result = &mut work => break match result {
@@ -441,7 +552,7 @@ async fn process<H, Fut>(
                 () = cancel.cancelled() => {
                     work.abort();
                     // Confirmed, so that when the runtime returns the server has it back.
-                    let _ = message.double_ack_with(AckKind::Nak(None)).await;
+                    let _ = message.double_ack_with(AckKind::Nak(Some(SHUTDOWN_NAK_DELAY))).await;
                     tracing::info!("handler stopped by shutdown; message NAK'd");
                     return;
                 }

@@ -8,16 +8,21 @@ mod connect;
 pub mod consumer;
 pub mod dlq;
 mod publish;
-mod streams;
+mod service;
+pub mod streams;
 pub mod subject;
 
 pub use config::{NatsConfig, StreamSettings};
-pub use connect::{ConnectError, connect, ensure_fits_max_payload, is_connected, supports_version};
+pub use connect::{
+    ConnectError, connect, ensure_fits_max_payload, flush_before_exit, is_connected,
+    supports_version,
+};
 pub use consumer::{
-    ConsumerError, ConsumerSpec, Delivery, Outcome, StartPosition, run_consumer,
+    Checkpoint, ConsumerError, ConsumerSpec, Delivery, Outcome, StartPosition, run_consumer,
     run_consumer_from_env,
 };
 pub use publish::{PublishError, Published, Publisher, event_headers};
+pub use service::{BoxError, install_crypto_provider, service_main};
 pub use streams::{EVENTS_STREAM, ProvisionError, ensure_events_stream, events_stream_config};
 
 use tokio_util::sync::CancellationToken;

@@ -39,7 +39,7 @@ pub async fn ensure_events_stream(
 }
 
 /// Creates `wanted`, or updates the settings hookbus manages on an existing stream of that name.
-pub(crate) async fn ensure_stream(
+pub async fn ensure_stream(
     js: &jetstream::Context,
     wanted: stream::Config,
 ) -> Result<stream::Info, ProvisionError> {
@@ -58,7 +58,14 @@ pub(crate) async fn ensure_stream(
                     max_age: wanted.max_age,
                     num_replicas: wanted.num_replicas,
                     allow_message_ttl: wanted.allow_message_ttl,
+                    allow_message_schedules: wanted.allow_message_schedules,
                     description: wanted.description.clone(),
+                    // Set only where hookbus sets one (an update to it needs nats-server 2.13).
+                    max_consumers: if wanted.max_consumers > 0 {
+                        wanted.max_consumers
+                    } else {
+                        current.max_consumers
+                    },
                     ..current.clone()
                 };
                 if merged == current {

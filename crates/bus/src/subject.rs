@@ -51,11 +51,123 @@ pub fn check_source_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `subject` matches the NATS pattern `pattern` (`*` is one token, a final `>` is one or
+/// more tokens).
+pub fn matches(pattern: &str, subject: &str) -> bool {
+    let mut subject_tokens = subject.split('.');
+    for token in pattern.split('.') {
+        match (token, subject_tokens.next()) {
+            (">", Some(_)) => return true,
+            (_, None) => return false,
+            ("*", Some(_)) => {}
+            (literal, Some(s)) if literal == s => {}
+            _ => return false,
+        }
+    }
+    subject_tokens.next().is_none()
+}
+
+/// Whether every subject `narrow` matches is also matched by `broad`.
+pub fn covers(broad: &str, narrow: &str) -> bool {
+    let mut narrow_tokens = narrow.split('.');
+    for token in broad.split('.') {
+        match (token, narrow_tokens.next()) {
+            (">", Some(_)) => return true,
+            (_, None) => return false,
+            (_, Some(">")) => return false,
+            ("*", Some(_)) => {}
+            (literal, Some(n)) if literal == n => {}
+            _ => return false,
+        }
+    }
+    narrow_tokens.next().is_none()
+}
+
+/// Whether some subject matches both patterns.
+pub fn overlap(a: &str, b: &str) -> bool {
+    let (mut a_tokens, mut b_tokens) = (a.split('.'), b.split('.'));
+    loop {
+        match (a_tokens.next(), b_tokens.next()) {
+            (None, None) => return true,
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == "*" || y == "*" || x == y => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The patterns with every one that another covers left out (the first of equal ones kept): a set
+/// of consumer filter subjects the server accepts, as long as no two that remain overlap.
+pub fn minimal_cover(patterns: &[String]) -> Vec<String> {
+    let mut kept: Vec<String> = Vec::new();
+    for (i, pattern) in patterns.iter().enumerate() {
+        let covered = patterns.iter().enumerate().any(|(j, other)| {
+            j != i && covers(other, pattern) && (!covers(pattern, other) || j < i)
+        });
+        if !covered && !kept.contains(pattern) {
+            kept.push(pattern.clone());
+        }
+    }
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn patterns_match_covers_and_overlap() {
+        assert!(matches(
+            "events.*.order.created",
+            "events.shop.order.created"
+        ));
+        assert!(!matches(
+            "events.*.order.created",
+            "events.shop.order.created.x"
+        ));
+        assert!(matches("events.>", "events.a.b"));
+        assert!(!matches("events.>", "events"));
+        assert!(!matches("events.a", "events.b"));
+        assert!(covers("events.>", "events.*.order.created"));
+        assert!(covers("events.*.x", "events.shop.x"));
+        assert!(!covers("events.shop.x", "events.*.x"));
+        assert!(!covers("events.*.x", "events.>"));
+        assert!(overlap("events.a.*", "events.*.b"));
+        assert!(!overlap("events.a.x", "events.b.x"));
+        assert!(!overlap("events.a", "events.a.b"));
+        let kept = minimal_cover(&[
+            "events.*.order.created".into(),
+            "events.>".into(),
+            "events.>".into(),
+            "other.x".into(),
+        ]);
+        assert_eq!(kept, ["events.>", "other.x"]);
+    }
+
+    proptest! {
+        #[test]
+        fn a_covering_pattern_matches_what_the_covered_one_matches(
+            pattern in proptest::collection::vec(prop_oneof!["a", "b", Just("*".to_owned())], 1..4),
+            broad in proptest::collection::vec(prop_oneof!["a", "b", Just("*".to_owned())], 1..4),
+            tail in any::<bool>(),
+            subject in proptest::collection::vec(prop_oneof!["a", "b"], 1..5),
+        ) {
+            let mut broad = broad.join(".");
+            if tail {
+                broad.push_str(".>");
+            }
+            let narrow = pattern.join(".");
+            let subject = subject.join(".");
+            if covers(&broad, &narrow) && matches(&narrow, &subject) {
+                prop_assert!(matches(&broad, &subject));
+            }
+            if matches(&narrow, &subject) && matches(&broad, &subject) {
+                prop_assert!(overlap(&broad, &narrow));
+            }
+        }
+    }
 
     #[test]
     fn provider_types_map_to_tokens() {

@@ -154,3 +154,16 @@ async fn connecting_to_nothing_fails_with_the_url_in_the_message() {
     let err = connect(&config, "test").await.unwrap_err();
     assert!(err.to_string().contains(&port.to_string()), "{err}");
 }
+
+#[tokio::test]
+async fn a_comma_separated_url_lists_servers_tried_in_turn() {
+    let server = NatsServer::start();
+    let nothing = hookbus_testkit::free_port();
+    let config = NatsConfig {
+        url: format!("nats://127.0.0.1:{nothing}, {}", server.url()),
+        connect_timeout: Duration::from_secs(10),
+        ..NatsConfig::default()
+    };
+    let client = connect(&config, "test").await.unwrap();
+    assert_eq!(client.server_info().port, server.port());
+}

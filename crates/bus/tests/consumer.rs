@@ -444,6 +444,30 @@ async fn shutdown_finishes_or_naks_what_is_in_flight() {
     handle.await.unwrap();
 }
 
+#[tokio::test]
+async fn a_message_that_reaches_a_closing_pull_is_handed_back_not_used_up() {
+    let server = NatsServer::start();
+    let client = client(&server).await;
+    let mut spec = spec("closing");
+    spec.concurrency = 4;
+    let (mut rx, shutdown, handle) = spawn(&client, spec.clone(), |_| Outcome::Ack);
+    publish(&client, ["c-0".to_owned()]).await;
+    assert_eq!(recv(&mut rx).await.event.id, "c-0");
+    // The next pull is open (it expires after 1 s) when the shutdown comes, and the message
+    // arrives in it. Handed straight back, it would come straight back into that same pull, again
+    // and again, until its deliveries ran out.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    shutdown.cancel();
+    publish(&client, ["c-1".to_owned()]).await;
+    handle.await.unwrap();
+
+    let (mut rx, shutdown, handle) = spawn(&client, spec, |_| Outcome::Ack);
+    let delivery = recv(&mut rx).await;
+    assert_eq!(delivery.event.id, "c-1");
+    shutdown.cancel();
+    handle.await.unwrap();
+}
+
 /// Waits up to 20 s for `condition`.
 async fn hookbus_e2e_wait<F, Fut>(mut condition: F)
 where
@@ -525,6 +549,40 @@ async fn dead_letters_are_listed_retried_with_the_same_event_id_and_purged() {
             .await
             .unwrap()
             .is_empty()
+    );
+    shutdown.cancel();
+    handle.await.unwrap();
+}
+
+/// Messages NAK'd with a long delay count as pending at the server until redelivered; they must
+/// not stop the others (the server's `max_ack_pending` is not the runtime's `2 × concurrency`).
+#[tokio::test]
+async fn messages_waiting_out_a_long_retry_do_not_stall_the_others() {
+    let server = NatsServer::start();
+    let client = client(&server).await;
+    // Five that fail, then three that succeed: at concurrency 1 the runtime holds 2 at a time.
+    publish(&client, (0..5).map(|i| format!("slow-{i}"))).await;
+    publish(&client, (0..3).map(|i| format!("ok-{i}"))).await;
+    let (mut rx, shutdown, handle) = spawn(&client, spec("parked").concurrency(1), |d| {
+        if d.event.id.starts_with("slow-") {
+            Outcome::Retry {
+                after: Duration::from_secs(60),
+            }
+        } else {
+            Outcome::Ack
+        }
+    });
+    let mut handled: Vec<String> = Vec::new();
+    while handled.iter().filter(|id| id.starts_with("ok-")).count() < 3 {
+        handled.push(recv(&mut rx).await.event.id);
+    }
+    let ids: Vec<String> = (0..5)
+        .map(|i| format!("slow-{i}"))
+        .chain((0..3).map(|i| format!("ok-{i}")))
+        .collect();
+    assert_eq!(
+        handled, ids,
+        "in stream order, each once, without waiting a minute"
     );
     shutdown.cancel();
     handle.await.unwrap();

@@ -36,6 +36,10 @@ enum Command {
     Inventory,
     /// The analytics service (events per minute, revenue per hour, `/v1/stats/…`).
     Analytics,
+    /// The notifications service (rules: email over SMTP, chat webhook, log; `/v1/sent`).
+    Notifications,
+    /// The egress service (endpoint API, fan-out, signed delivery with retries; port 8081).
+    Egress,
     /// Dead letters of every consumer: list, retry, purge.
     Dlq {
         #[command(subcommand)]
@@ -50,6 +54,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    hookbus_bus::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -59,6 +64,8 @@ fn main() -> anyhow::Result<()> {
             Command::Ingress => hookbus_ingress::service_main(cli.config).await,
             Command::Inventory => hookbus_inventory::service_main(cli.config).await,
             Command::Analytics => hookbus_analytics::service_main(cli.config).await,
+            Command::Notifications => hookbus_notifications::service_main(cli.config).await,
+            Command::Egress => hookbus_egress::service_main(cli.config).await,
             Command::Dlq { action } => dlq::run(cli.config, action).await,
             Command::Bench { which } => bench::run(which).await,
         }

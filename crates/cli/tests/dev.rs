@@ -1,21 +1,30 @@
 //! `hookbus dev` as a process: it starts its own nats-server when nothing answers at NATS_URL,
-//! prints a signed `curl` that works, and stops everything on SIGINT.
+//! prints a signed `curl` that works (the event reaches analytics, and the egress delivers it,
+//! signed, to the demo endpoint), and stops everything on SIGINT, its nats-server included.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::Process;
 use hookbus_testkit::{free_port, nats_server_binary};
 
 #[test]
 fn dev_prints_a_working_curl_and_stops_cleanly_on_sigint() {
     let data = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
     let nats_port = free_port();
     let ingress_port = free_port();
     let inventory_port = free_port();
     let analytics_port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookbus"))
+    let notifications_port = free_port();
+    let egress_port = free_port();
+    let sink_port = free_port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hookbus"));
+    command
         .arg("dev")
         .arg("--data-dir")
         .arg(data.path())
@@ -32,31 +41,40 @@ fn dev_prints_a_working_curl_and_stops_cleanly_on_sigint() {
             "HOOKBUS_ANALYTICS__LISTEN",
             format!("127.0.0.1:{analytics_port}"),
         )
+        .env(
+            "HOOKBUS_NOTIFICATIONS__LISTEN",
+            format!("127.0.0.1:{notifications_port}"),
+        )
+        .env("HOOKBUS_EGRESS__LISTEN", format!("127.0.0.1:{egress_port}"))
+        .env("HOOKBUS_DEV__SINK_LISTEN", format!("127.0.0.1:{sink_port}"))
         .env("HOOKBUS_NATS_SERVER", nats_server_binary().unwrap())
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+        // As in a terminal, where Ctrl-C signals the whole foreground process group.
+        .process_group(0);
+    let mut dev = Process::spawn("hookbus dev", command, logs.path());
 
     // Read the banner up to the end of the curl command.
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let mut curl = String::new();
-    let mut in_curl = false;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if line.starts_with("curl ") {
-            in_curl = true;
-        }
-        if in_curl {
-            curl.push_str(&line);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let curl = loop {
+        let log = dev.log();
+        let mut curl = String::new();
+        let mut lines = log.lines().skip_while(|l| !l.starts_with("curl "));
+        for line in lines.by_ref() {
+            curl.push_str(line);
             curl.push('\n');
             if !line.ends_with('\\') {
                 break;
             }
         }
-    }
+        if curl.ends_with("}'\n") {
+            break curl;
+        }
+        if let Some(status) = dev.exited() {
+            panic!("hookbus dev ended ({status}) before its banner: {log}");
+        }
+        assert!(Instant::now() < deadline, "no banner: {log}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(
         curl.contains(&format!("127.0.0.1:{ingress_port}/webhooks/demo")),
         "{curl}"
@@ -74,6 +92,31 @@ fn dev_prints_a_working_curl_and_stops_cleanly_on_sigint() {
     assert_eq!(first["duplicate"], false, "{first}");
     let second: serde_json::Value = serde_json::from_str(&run(&curl)).unwrap();
     assert_eq!(second["duplicate"], true, "{second}");
+
+    // The egress delivers it to the demo endpoint, whose signature check passed.
+    let id = first["id"].as_str().unwrap().to_owned();
+    let sink = format!("curl -sS http://127.0.0.1:{sink_port}/");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let json: serde_json::Value = serde_json::from_str(&run(&sink)).unwrap_or_default();
+        let deliveries: Vec<_> = json
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["webhook_id"] == id.as_str())
+            .collect();
+        if let Some(delivery) = deliveries.first() {
+            assert_eq!(delivery["verified"], true, "{json}");
+            assert_eq!(delivery["event_type"], "ping", "{json}");
+            assert_eq!(delivery["body"]["zen"], "Design for failure.", "{json}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo endpoint never received {id}: {json}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // The event reaches analytics, running in the same process (counted once).
     let stats = format!("curl -sS http://127.0.0.1:{analytics_port}/v1/stats/events");
@@ -97,21 +140,8 @@ fn dev_prints_a_working_curl_and_stops_cleanly_on_sigint() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "hookbus dev did not stop on SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    dev.signal_group("INT");
+    let status = dev.wait_exit("Ctrl-C", Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
     assert!(
         TcpStream::connect(("127.0.0.1", nats_port)).is_err(),
@@ -120,5 +150,14 @@ fn dev_prints_a_working_curl_and_stops_cleanly_on_sigint() {
     assert!(
         data.path().join("nats").is_dir(),
         "JetStream store under the data directory"
+    );
+    let leftover = Command::new("pgrep")
+        .args(["-f", &data.path().join("nats").display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        leftover.stdout.is_empty(),
+        "no nats-server left running: {}",
+        String::from_utf8_lossy(&leftover.stdout)
     );
 }

@@ -20,7 +20,7 @@ use hookbus_proto::commerce::v1::{OrderCancelled, OrderCreated};
 use hookbus_proto::v1::Event;
 use prost::Message;
 
-pub use money::{exponent, parse_decimal};
+pub use money::{exponent, format_minor, parse_decimal};
 
 /// Subjects that carry every event this crate understands: the default filter of the services.
 pub const FILTER_SUBJECTS: &[&str] = &[

@@ -11,6 +11,19 @@ pub fn exponent(currency: &str) -> u32 {
     }
 }
 
+/// The inverse of [`parse_decimal`]: 1250 in EUR → `"12.50"`; 1500 in JPY → `"1500"`.
+pub fn format_minor(amount_minor: i64, currency: &str) -> String {
+    let exponent = exponent(currency) as usize;
+    let sign = if amount_minor < 0 { "-" } else { "" };
+    let digits = amount_minor.unsigned_abs().to_string();
+    if exponent == 0 {
+        return format!("{sign}{digits}");
+    }
+    let digits = format!("{digits:0>width$}", width = exponent + 1);
+    let (whole, fraction) = digits.split_at(digits.len() - exponent);
+    format!("{sign}{whole}.{fraction}")
+}
+
 /// `"12.50"` in EUR → 1250; `"1500"` in JPY → 1500; `"1.234"` in KWD → 1234. More fractional
 /// digits than the currency has are an error unless they are zeros (`"1500.00"` in JPY).
 pub fn parse_decimal(text: &str, currency: &str) -> Result<i64, String> {
@@ -62,6 +75,10 @@ mod tests {
         assert!(parse_decimal("12,50", "EUR").is_err());
         assert!(parse_decimal("", "EUR").is_err());
         assert!(parse_decimal("99999999999999999999", "EUR").is_err());
+        assert_eq!(format_minor(1250, "EUR"), "12.50");
+        assert_eq!(format_minor(-5, "USD"), "-0.05");
+        assert_eq!(format_minor(1500, "JPY"), "1500");
+        assert_eq!(format_minor(1234, "KWD"), "1.234");
     }
 
     proptest! {
@@ -70,14 +87,7 @@ mod tests {
             minor in -1_000_000_000i64..1_000_000_000,
             currency in prop::sample::select(vec!["JPY", "EUR", "USD", "KWD", "CLF"]),
         ) {
-            let e = exponent(currency);
-            let scale = 10i64.pow(e);
-            let (sign, abs) = if minor < 0 { ("-", -minor) } else { ("", minor) };
-            let text = if e == 0 {
-                format!("{sign}{abs}")
-            } else {
-                format!("{sign}{}.{:0width$}", abs / scale, abs % scale, width = e as usize)
-            };
+            let text = format_minor(minor, currency);
             prop_assert_eq!(parse_decimal(&text, currency), Ok(minor));
         }
     }

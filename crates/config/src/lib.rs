@@ -21,6 +21,8 @@ pub const SECTIONS: &[&str] = &[
     "ingress",
     "inventory",
     "analytics",
+    "notifications",
+    "egress",
     "dev",
 ];
 
@@ -43,7 +45,7 @@ pub fn config_arg(binary: &str) -> Result<Option<PathBuf>, String> {
 }
 
 /// The sections whose `database_url` `DATABASE_URL` sets.
-pub const SQL_SECTIONS: &[&str] = &["inventory", "analytics"];
+pub const SQL_SECTIONS: &[&str] = &["inventory", "analytics", "notifications"];
 
 /// A configuration that cannot be used; the message names the key.
 #[derive(Debug, thiserror::Error)]

@@ -18,6 +18,20 @@ pub mod duration {
             format!("invalid duration {text:?} ({e}); write it like \"2.5s\", \"300ms\" or \"5m\"")
         })
     }
+
+    /// A list of durations: `["5s", "30s", "2m"]`.
+    pub mod list {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer};
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+            Vec::<String>::deserialize(d)?
+                .iter()
+                .map(|text| super::parse(text).map_err(serde::de::Error::custom))
+                .collect()
+        }
+    }
 }
 
 /// A size in bytes, written as a number of bytes or with a unit: `"512KiB"`, `"1MiB"`, `"64kB"`.

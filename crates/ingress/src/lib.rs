@@ -33,12 +33,6 @@ pub enum IngressError {
     Connect(#[from] hookbus_bus::ConnectError),
     #[error(transparent)]
     Provision(#[from] hookbus_bus::ProvisionError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -104,7 +98,7 @@ pub async fn run(
             tracing::warn!(?drain, "drain timeout reached with requests still in flight");
         }
     }
-    let _ = client.flush().await;
+    hookbus_bus::flush_before_exit(&client).await;
     tracing::info!("ingress stopped");
     Ok(())
 }
@@ -122,18 +116,13 @@ fn router(state: routes::SharedState) -> Router {
 /// The whole process: configuration from `config_path` (or `HOOKBUS_CONFIG`) and the environment,
 /// telemetry, the listener, and SIGINT/SIGTERM for a graceful stop.
 pub async fn service_main(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let loader =
-        hookbus_config::Loader::new(hookbus_config::Loader::path_from_env(config_path).as_deref())?;
-    let config = Config::load(&loader)?;
-    let _telemetry = hookbus_telemetry::init("hookbus-ingress", &config.telemetry)?;
-    let listener = TcpListener::bind(config.ingress.listen)
-        .await
-        .map_err(|source| IngressError::Listen {
-            addr: config.ingress.listen.to_string(),
-            source,
-        })?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(hookbus_bus::stop_on_signal(shutdown.clone()));
-    run(config, listener, shutdown).await?;
-    Ok(())
+    hookbus_bus::service_main(
+        "hookbus-ingress",
+        config_path,
+        Config::load,
+        |c| (&c.telemetry, c.ingress.listen),
+        run,
+    )
+    .await
+    .map_err(anyhow::Error::from_boxed)
 }

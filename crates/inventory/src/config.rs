@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hookbus_bus::NatsConfig;
+use hookbus_bus::{NatsConfig, StartPosition};
 use hookbus_config::{ConfigError, Loader, duration};
 use hookbus_telemetry::TelemetryConfig;
 use secrecy::{ExposeSecret, SecretString};
@@ -45,6 +45,9 @@ pub struct InventoryConfig {
     pub thresholds: BTreeMap<String, i64>,
     /// The durable consumer's name.
     pub consumer: String,
+    /// Where the consumer starts when it is created for the first time: `new` (default), `all`,
+    /// or an RFC 3339 time.
+    pub start: StartPosition,
     /// Extra subjects beyond the commerce events and `events.*.stock.adjusted`.
     pub extra_subjects: Vec<String>,
     /// Handlers at once.
@@ -67,6 +70,7 @@ impl Default for InventoryConfig {
             low_stock_threshold: 5,
             thresholds: BTreeMap::new(),
             consumer: "inventory".into(),
+            start: StartPosition::New,
             extra_subjects: Vec::new(),
             concurrency: 8,
             ack_wait: Duration::from_secs(30),

@@ -7,6 +7,7 @@ use hookbus_bus::{Delivery, Outcome};
 use hookbus_commerce::CommerceEvent;
 use hookbus_proto::inventory::v1::{StockAdjusted, stock_adjusted::Mode};
 use hookbus_store::StoreError;
+use prometheus_client::metrics::counter::Counter;
 use prost::Message;
 use tokio::sync::Notify;
 
@@ -41,11 +42,21 @@ fn effect_of(delivery: &Delivery) -> Result<Option<Effect>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Counters of the consumer's work, exported on `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// Events whose effect was committed by this process.
+    pub applied: Counter<u64>,
+    /// Deliveries of events the ledger shows applied before (by this replica or another).
+    pub repeated: Counter<u64>,
+}
+
 /// Handles one delivery for consumer `consumer`.
 pub async fn handle(
     inventory: Arc<Inventory>,
     consumer: Arc<str>,
     wake_relay: Arc<Notify>,
+    metrics: Metrics,
     delivery: Delivery,
 ) -> Outcome {
     let effect = match effect_of(&delivery) {
@@ -65,7 +76,10 @@ pub async fn handle(
             // The effect is committed; a crash here must not apply it twice on redelivery.
             hookbus_bus::failpoint("inventory-after-commit");
             if applied {
+                metrics.applied.inc();
                 wake_relay.notify_one();
+            } else {
+                metrics.repeated.inc();
             }
             Outcome::Ack
         }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use hookbus_bus::{ConsumerSpec, Publisher, StartPosition};
+use hookbus_bus::{ConsumerSpec, Publisher};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -70,17 +70,27 @@ pub async fn run(
         settings.consumer.clone(),
         &subjects.iter().map(String::as_str).collect::<Vec<_>>(),
     )
-    .start(StartPosition::New)
+    .start(settings.start)
     .concurrency(settings.concurrency);
     spec.stream = config.nats.events.clone();
     spec.ack_wait = settings.ack_wait;
-    spec.resume_point = Some(Arc::new(hookbus_store::resume_point(
-        store.pool().clone(),
-        settings.consumer.clone(),
-    )));
+    hookbus_store::track(&mut spec, store.pool());
     let consumer_name: Arc<str> = settings.consumer.clone().into();
     let handler_inventory = inventory.clone();
     let handler_wake = wake_relay.clone();
+    let metrics = handler::Metrics::default();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let sub = registry.sub_registry_with_prefix("hookbus_inventory");
+    sub.register(
+        "events_applied",
+        "Events whose effect this process committed",
+        metrics.applied.clone(),
+    );
+    sub.register(
+        "events_repeated",
+        "Deliveries of events already applied (skipped by the ledger)",
+        metrics.repeated.clone(),
+    );
     let consumer = tokio::spawn(hookbus_bus::run_consumer(
         client.clone(),
         spec,
@@ -89,6 +99,7 @@ pub async fn run(
                 handler_inventory.clone(),
                 consumer_name.clone(),
                 handler_wake.clone(),
+                metrics.clone(),
                 delivery,
             )
         },
@@ -107,27 +118,31 @@ pub async fn run(
             "/v1/stock/{sku}",
             get(routes::get_stock).put(routes::put_stock),
         )
-        .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .with_state(state);
-    tracing::info!(addr = ?listener.local_addr().ok(), "inventory listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    hookbus_telemetry::serve(
+        "inventory",
+        listener,
+        app,
+        registry,
+        shutdown.clone().cancelled_owned(),
+    )
+    .await?;
     consumer.await??;
     relay_task.await?;
-    let _ = client.flush().await;
+    hookbus_bus::flush_before_exit(&client).await;
     Ok(())
 }
 
 /// The whole process, configured by `config_path` (or `HOOKBUS_CONFIG`) and the environment.
 pub async fn service_main(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let loader =
-        hookbus_config::Loader::new(hookbus_config::Loader::path_from_env(config_path).as_deref())?;
-    let config = Config::load(&loader)?;
-    let _telemetry = hookbus_telemetry::init("hookbus-inventory", &config.telemetry)?;
-    let listener = TcpListener::bind(config.inventory.listen).await?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(hookbus_bus::stop_on_signal(shutdown.clone()));
-    run(config, listener, shutdown).await
+    hookbus_bus::service_main(
+        "hookbus-inventory",
+        config_path,
+        Config::load,
+        |c| (&c.telemetry, c.inventory.listen),
+        run,
+    )
+    .await
+    .map_err(anyhow::Error::from_boxed)
 }

@@ -59,7 +59,36 @@ impl Relay {
         }
     }
 
-    /// Publishes every unsent row (in batches of 100); returns how many.
+    /// Publishes one row with its id as `Nats-Msg-Id`; returns the id.
+    async fn publish_row(&self, row: &sqlx::any::AnyRow) -> Result<String, RelayError> {
+        let id: String = row.try_get("id")?;
+        let subject: String = row.try_get("subject")?;
+        let encoded: String = row.try_get("event")?;
+        let traceparent: Option<String> = row.try_get("traceparent")?;
+        let bad = |reason: String| RelayError::Row {
+            id: id.clone(),
+            reason,
+        };
+        let bytes = STANDARD.decode(encoded).map_err(|e| bad(e.to_string()))?;
+        let event = Event::decode(bytes.as_slice()).map_err(|e| bad(e.to_string()))?;
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(traceparent) = &traceparent {
+            headers.insert("traceparent", traceparent.as_str());
+        }
+        let parent = hookbus_telemetry::context_from_nats(&headers);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        self.publisher
+            .publish_event(subject, &event, &id, deadline, &parent)
+            .await
+            .map_err(|source| RelayError::Publish {
+                id: id.clone(),
+                source,
+            })?;
+        Ok(id)
+    }
+
+    /// Publishes every unsent row (in batches of 100), then marks each batch sent in one
+    /// statement; returns how many.
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
         let mut relayed = 0;
         loop {
@@ -72,37 +101,37 @@ impl Relay {
             if rows.is_empty() {
                 return Ok(relayed);
             }
+            let mut published = Vec::with_capacity(rows.len());
+            let mut failure = None;
             for row in rows {
-                let id: String = row.try_get("id")?;
-                let subject: String = row.try_get("subject")?;
-                let encoded: String = row.try_get("event")?;
-                let traceparent: Option<String> = row.try_get("traceparent")?;
-                let bad = |reason: String| RelayError::Row {
-                    id: id.clone(),
-                    reason,
-                };
-                let bytes = STANDARD.decode(encoded).map_err(|e| bad(e.to_string()))?;
-                let event = Event::decode(bytes.as_slice()).map_err(|e| bad(e.to_string()))?;
-                let mut headers = async_nats::HeaderMap::new();
-                if let Some(traceparent) = &traceparent {
-                    headers.insert("traceparent", traceparent.as_str());
+                match self.publish_row(&row).await {
+                    Ok(id) => published.push(id),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
                 }
-                let parent = hookbus_telemetry::context_from_nats(&headers);
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-                self.publisher
-                    .publish_event(subject, &event, &id, deadline, &parent)
-                    .await
-                    .map_err(|source| RelayError::Publish {
-                        id: id.clone(),
-                        source,
-                    })?;
-                hookbus_bus::failpoint("inventory-relay-after-publish");
-                sqlx::query("UPDATE outbox SET sent_at = $2 WHERE id = $1")
-                    .bind(&id)
-                    .bind(unix_now())
-                    .execute(self.store.pool())
-                    .await?;
-                relayed += 1;
+            }
+            hookbus_bus::failpoint("inventory-relay-after-publish");
+            // One statement marks the whole batch: fewer writes competing with the consumer's
+            // transactions (SQLite has one writer).
+            if !published.is_empty() {
+                let placeholders: Vec<String> = (0..published.len())
+                    .map(|i| format!("${}", i + 2))
+                    .collect();
+                let sql = format!(
+                    "UPDATE outbox SET sent_at = $1 WHERE id IN ({})",
+                    placeholders.join(", ")
+                );
+                let mut update = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(unix_now());
+                for id in &published {
+                    update = update.bind(id);
+                }
+                update.execute(self.store.pool()).await?;
+                relayed += published.len();
+            }
+            if let Some(e) = failure {
+                return Err(e);
             }
         }
     }

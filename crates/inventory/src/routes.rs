@@ -1,5 +1,5 @@
 //! `GET /v1/stock/{sku}`, `GET /v1/stock?below=N`, `PUT /v1/stock/{sku}` (bearer token),
-//! `/healthz`, `/readyz`.
+//! `/readyz`.
 
 use std::sync::Arc;
 
@@ -161,23 +161,9 @@ pub async fn put_stock(
     }
 }
 
-pub async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({"status": "ok"}))
-}
-
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let database = hookbus_store::sqlx::query("SELECT 1")
-        .execute(state.inventory.store().pool())
-        .await
-        .is_ok();
-    let broker = hookbus_bus::is_connected(&state.client);
-    if database && broker {
-        Json(serde_json::json!({"status": "ready"})).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "not_ready", "database": database, "broker_connected": broker})),
-        )
-            .into_response()
-    }
+    hookbus_telemetry::readiness(&[
+        ("database", state.inventory.store().is_reachable().await),
+        ("broker_connected", hookbus_bus::is_connected(&state.client)),
+    ])
 }

@@ -55,7 +55,7 @@ async fn a_crash_between_commit_and_ack_does_not_decrement_twice() {
     let dir = tempfile::tempdir().unwrap();
     let database_url = format!("sqlite://{}", dir.path().join("inventory.db").display());
     let port = free_port();
-    let http = reqwest::Client::new();
+    let http = http_client();
     let client = hookbus_bus::connect(
         &NatsConfig {
             url: server.url(),
@@ -143,4 +143,10 @@ async fn a_crash_between_commit_and_ack_does_not_decrement_twice() {
         .args(["-TERM", &second.id().to_string()])
         .status();
     let _ = tokio::task::spawn_blocking(move || second.wait()).await;
+}
+
+/// An HTTP client for the test (reqwest needs the process's rustls provider first).
+fn http_client() -> reqwest::Client {
+    hookbus_bus::install_crypto_provider();
+    reqwest::Client::new()
 }

@@ -31,30 +31,53 @@ struct Running {
 }
 
 impl Running {
+    fn config(nats_url: &str, database_url: &str) -> Config {
+        Config {
+            nats: NatsConfig {
+                url: nats_url.to_owned(),
+                ..NatsConfig::default()
+            },
+            telemetry: Default::default(),
+            inventory: InventoryConfig {
+                database_url: database_url.to_owned(),
+                api_token: Some(TOKEN.to_owned().into()),
+                relay_interval: Duration::from_millis(100),
+                ..InventoryConfig::default()
+            },
+        }
+    }
+
+    /// A second inventory process on the same broker, database and durable consumer: its base
+    /// URL, and what stops it.
+    async fn replica(
+        &self,
+    ) -> (
+        String,
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(hookbus_inventory::run(
+            Self::config(&self.server.url(), &self.database_url),
+            listener,
+            shutdown.clone(),
+        ));
+        (base, shutdown, handle)
+    }
+
     async fn start(database_url: &str) -> Self {
         let server = NatsServer::start();
-        let nats = NatsConfig {
-            url: server.url(),
-            ..NatsConfig::default()
-        };
-        let inventory = InventoryConfig {
-            database_url: database_url.to_owned(),
-            api_token: Some(TOKEN.to_owned().into()),
-            relay_interval: Duration::from_millis(100),
-            ..InventoryConfig::default()
-        };
-        let config = Config {
-            nats: nats.clone(),
-            telemetry: Default::default(),
-            inventory,
-        };
+        let config = Self::config(&server.url(), database_url);
+        let nats = config.nats.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(hookbus_inventory::run(config, listener, shutdown.clone()));
         let client = hookbus_bus::connect(&nats, "test").await.unwrap();
         let publisher = Publisher::new(client.clone(), 64);
-        let http = reqwest::Client::new();
+        let http = http_client();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(r) = http.get(format!("{base}/readyz")).send().await
@@ -325,6 +348,7 @@ async fn an_order_changes_stock_once_whatever_the_deliveries() {
             inventory,
             "inventory".into(),
             Default::default(),
+            Default::default(),
             delivery,
         )
         .await;
@@ -558,4 +582,94 @@ async fn the_stock_api_behaves_as_documented() {
         app
     })
     .await;
+}
+
+/// `hookbus_inventory_events_applied_total` on the `/metrics` page at `base`.
+async fn applied(http: &reqwest::Client, base: &str) -> u64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("hookbus_inventory_events_applied_total "))
+        .unwrap_or_else(|| panic!("no applied counter in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_the_consumer_and_apply_each_event_once() {
+    on_both(|app| async move {
+        let (replica, replica_shutdown, replica_handle) = app.replica().await;
+        let skus = ["R-0", "R-1", "R-2", "R-3"];
+        // 160 orders of one unit over 4 SKUs; every fourth is published again with a new message
+        // id (the same event id), so either replica may see either copy.
+        for i in 0..160 {
+            let (id, order_id) = (format!("r-{i}"), format!("order-r-{i}"));
+            app.order(&id, &order_id, &[(skus[i % 4], 1)]).await;
+            if i % 4 == 0 {
+                let order = OrderCreated {
+                    order_id,
+                    line_items: vec![LineItem {
+                        sku: skus[i % 4].into(),
+                        quantity: 1,
+                        unit_price: None,
+                    }],
+                    ..OrderCreated::default()
+                };
+                app.publish(
+                    "order.created",
+                    &id,
+                    &format!("{id}-again"),
+                    "application/json",
+                    serde_json::to_vec(&order).unwrap(),
+                )
+                .await;
+            }
+        }
+        for sku in skus {
+            app.wait_level(sku, -40).await;
+        }
+        // Each change once on EVENTS, though both replicas' relays read the same outbox.
+        let emitted = app.emitted(160).await;
+        let changed: Vec<_> = emitted
+            .iter()
+            .filter(|(subject, _, _)| subject == "events.inventory.stock.changed")
+            .collect();
+        assert_eq!(changed.len(), 160, "{} stock events", emitted.len());
+        let causes: std::collections::HashSet<String> = changed
+            .iter()
+            .map(|(_, event, _)| {
+                StockLevelChanged::decode(event.payload.clone())
+                    .unwrap()
+                    .cause_event_id
+            })
+            .collect();
+        assert_eq!(causes.len(), 160, "one change per order");
+        // Both replicas did part of the work, and together each order exactly once.
+        let (first, second) = (
+            applied(&app.http, &app.base).await,
+            applied(&app.http, &replica).await,
+        );
+        assert_eq!(first + second, 160, "applied {first} + {second}");
+        assert!(
+            first > 0 && second > 0,
+            "one replica did everything: {first} + {second}"
+        );
+        replica_shutdown.cancel();
+        replica_handle.await.unwrap().unwrap();
+        app
+    })
+    .await;
+}
+
+/// An HTTP client for the test (reqwest needs the process's rustls provider first).
+fn http_client() -> reqwest::Client {
+    hookbus_bus::install_crypto_provider();
+    reqwest::Client::new()
 }

@@ -42,6 +42,11 @@ impl SigningSecret {
         Ok(Self(key))
     }
 
+    /// The raw key bytes.
+    pub fn key(&self) -> &[u8] {
+        &self.0
+    }
+
     /// The `whsec_<base64>` form subscribers configure.
     pub fn expose(&self) -> String {
         format!("whsec_{}", STANDARD.encode(&self.0))

@@ -14,7 +14,9 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Connection};
 
-pub use ledger::{claim, last_sequence, prune, resume_point};
+pub use ledger::{
+    checkpoint, checkpointer, claim, last_sequence, prune, resume_point, save_checkpoint, track,
+};
 pub use migrations::Migrations;
 pub use sqlx;
 
@@ -114,6 +116,11 @@ impl Store {
         Ok(Self { pool, backend })
     }
 
+    /// Whether the database answers a trivial query (for `/readyz`).
+    pub async fn is_reachable(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -163,9 +170,16 @@ pub mod testing {
 
     /// Creates a database with a unique name and returns its URL.
     pub async fn fresh_postgres_database() -> Result<String, sqlx::Error> {
-        sqlx::any::install_default_drivers();
         let server = std::env::var("HOOKBUS_TEST_POSTGRES")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        fresh_postgres_database_on(&server).await
+    }
+
+    /// Creates a database with a unique name on `server` (`postgres://user@host:port`) and
+    /// returns its URL.
+    pub async fn fresh_postgres_database_on(server: &str) -> Result<String, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let server = server.trim_end_matches('/');
         let name = format!(
             "hookbus_test_{}_{}",
             std::process::id(),

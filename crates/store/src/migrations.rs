@@ -30,6 +30,14 @@ impl Migrations {
                 include_str!("../migrations/0001_processed_events.sql"),
             ),
         );
+        self.0.insert(
+            1,
+            (
+                2,
+                "consumer checkpoints",
+                include_str!("../migrations/0002_consumer_checkpoints.sql"),
+            ),
+        );
         self
     }
 

@@ -97,11 +97,15 @@ async fn last_sequence_and_pruning() {
             0,
             "recent rows stay"
         );
+        // Timestamps are whole seconds: once a full second has passed, every row is older than
+        // a zero retention, and all three go.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(
             prune(store.pool(), Duration::ZERO).await.unwrap(),
-            0,
-            "rows of this very second stay"
+            3,
+            "rows older than the retention go"
         );
+        assert_eq!(last_sequence(store.pool(), "c").await.unwrap(), None);
     })
     .await;
 }
@@ -132,4 +136,40 @@ async fn a_bad_url_is_named_without_its_password() {
         message.contains("127.0.0.1:1") && !message.contains("hunter2"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn a_saved_checkpoint_only_moves_up_and_is_where_a_consumer_resumes() {
+    each_backend(|store| async move {
+        let resume = hookbus_store::resume_point(store.pool().clone(), "c".into());
+        assert_eq!(resume().await, None, "nothing recorded");
+        let mut tx = store.begin().await.unwrap();
+        for (id, seq) in [("a", 3), ("b", 9)] {
+            claim(&mut tx, "c", id, seq).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        assert_eq!(
+            resume().await,
+            Some(9),
+            "the ledger's highest, without a checkpoint"
+        );
+        let save = hookbus_store::checkpointer(store.pool().clone(), "c".into());
+        save(4).await;
+        assert_eq!(resume().await, Some(4), "the saved ack floor comes first");
+        save(2).await;
+        assert_eq!(
+            hookbus_store::checkpoint(store.pool(), "c").await.unwrap(),
+            Some(4),
+            "an older floor does not replace a newer one"
+        );
+        save(7).await;
+        assert_eq!(resume().await, Some(7));
+        assert_eq!(
+            hookbus_store::checkpoint(store.pool(), "other")
+                .await
+                .unwrap(),
+            None
+        );
+    })
+    .await;
 }

@@ -119,3 +119,46 @@ pub fn init(service: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, T
     installed.map_err(|_| TelemetryError::AlreadyInstalled)?;
     Ok(TelemetryGuard { provider })
 }
+
+/// A `/readyz` answer from named checks: 200 `{"status":"ready", <name>: true, …}` when every
+/// check passed, else 503 with `"status":"not_ready"` and each check's result.
+pub fn readiness(checks: &[(&str, bool)]) -> axum::response::Response {
+    use axum::response::IntoResponse;
+
+    let ready = checks.iter().all(|(_, ok)| *ok);
+    let mut body = serde_json::Map::new();
+    body.insert(
+        "status".into(),
+        (if ready { "ready" } else { "not_ready" }).into(),
+    );
+    for (name, ok) in checks {
+        body.insert((*name).into(), (*ok).into());
+    }
+    let status = if ready {
+        http::StatusCode::OK
+    } else {
+        http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(serde_json::Value::Object(body))).into_response()
+}
+
+/// Serves a service's `app` with `/healthz` and `/metrics` (from `registry`) added, until
+/// `shutdown` completes; in-flight requests finish first.
+pub async fn serve(
+    service: &str,
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    registry: prometheus_client::registry::Registry,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .merge(metrics_router(std::sync::Arc::new(registry)));
+    tracing::info!(addr = ?listener.local_addr().ok(), "{service} listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -10,8 +10,14 @@
 
 #![forbid(unsafe_code)]
 
+mod ports;
+mod smtp;
+
+pub use ports::free_port;
+pub use smtp::{Mail, SmtpServer};
+
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -73,14 +79,6 @@ pub fn version_of(binary: &Path) -> Option<(u32, u32)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
-}
-
 /// A running `nats-server` with JetStream, owned by one test.
 pub struct NatsServer {
     binary: PathBuf,
@@ -124,16 +122,20 @@ impl NatsServer {
 
     /// Starts a server with extra lines of server configuration (such as `max_payload: 65536`).
     pub fn start_with_config(extra_config: &str) -> Self {
-        let binary = nats_server_binary().unwrap_or_else(|message| panic!("{message}"));
-        let mut server = Self {
-            binary,
+        let mut server = Self::unstarted(extra_config);
+        server.spawn().unwrap_or_else(|message| panic!("{message}"));
+        server
+    }
+
+    /// A server ready to [`spawn`](Self::spawn), on a free port with a new temporary store.
+    fn unstarted(extra_config: &str) -> Self {
+        Self {
+            binary: nats_server_binary().unwrap_or_else(|message| panic!("{message}")),
             port: free_port(),
             store: Store::Temporary(tempfile::tempdir().expect("temporary directory")),
             extra_config: extra_config.to_owned(),
             child: None,
-        };
-        server.spawn().unwrap_or_else(|message| panic!("{message}"));
-        server
+        }
     }
 
     /// Starts a server on `port` that keeps its files in `dir` (created when missing).
@@ -223,9 +225,12 @@ impl NatsServer {
             ),
         )
         .map_err(|e| format!("write {}: {e}", config_path.display()))?;
+        // Its own process group: a Ctrl-C in the terminal reaches the program that started the
+        // server (`hookbus dev`), which stops it last, after its services have drained.
         let mut child = Command::new(&self.binary)
             .arg("-c")
             .arg(&config_path)
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -270,5 +275,102 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A cluster of nats-servers with JetStream on 127.0.0.1, each with its own port and temporary
+/// store, routed to each other.
+#[derive(Debug)]
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes named `n1`, `n2`, … and waits until they have elected a JetStream
+    /// meta leader.
+    pub fn start(size: usize) -> Self {
+        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let list = routes
+            .iter()
+            .map(|port| format!("nats-route://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut nodes: Vec<NatsServer> = routes
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                NatsServer::unstarted(&format!(
+                    "server_name: n{}\ncluster {{ name: hookbus-test, listen: 127.0.0.1:{port}, routes: [{list}] }}",
+                    i + 1
+                ))
+            })
+            .collect();
+        // Started together: a node waits for its peers before it says it is ready.
+        std::thread::scope(|scope| {
+            for node in &mut nodes {
+                scope.spawn(move || node.spawn().unwrap_or_else(|message| panic!("{message}")));
+            }
+        });
+        let cluster = Self { nodes };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cluster.has_meta_leader() {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster elected no JetStream meta leader"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        cluster
+    }
+
+    /// Every node's client URL, comma separated (as `NATS_URL` takes them).
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node called `name` (`n1`, …).
+    pub fn node(&mut self, name: &str) -> &mut NatsServer {
+        let index: usize = name
+            .trim_start_matches('n')
+            .parse()
+            .unwrap_or_else(|_| panic!("no node {name}"));
+        &mut self.nodes[index - 1]
+    }
+
+    /// Whether every running node answers `$JS.API.INFO` (over the plain client protocol), which
+    /// takes a JetStream meta leader.
+    fn has_meta_leader(&self) -> bool {
+        self.nodes.iter().filter(|n| n.is_running()).all(|node| {
+            let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", node.port)) else {
+                return false;
+            };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            use std::io::{Read, Write};
+            let request = "CONNECT {\"verbose\":false,\"headers\":true,\"no_responders\":true}\r\n\
+                SUB _INBOX.meta 1\r\nPUB $JS.API.INFO _INBOX.meta 0\r\n\r\nPING\r\n";
+            if stream.write_all(request.as_bytes()).is_err() {
+                return false;
+            }
+            let mut seen = String::new();
+            let mut buffer = [0u8; 4096];
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.push_str(&String::from_utf8_lossy(&buffer[..n])),
+                }
+                if seen.contains("io.nats.jetstream.api.v1.account_info_response") {
+                    return !seen.contains("\"error\"");
+                }
+                if seen.contains("503") {
+                    return false;
+                }
+            }
+            false
+        })
     }
 }

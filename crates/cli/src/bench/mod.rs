@@ -1,6 +1,8 @@
 //! `hookbus bench …`: each scenario is measured beside its baselines in the same run, and printed
 //! with the ratios, as medians of latency and rates over a fixed duration.
 
+mod consumers;
+mod egress;
 mod ingress;
 mod loadgen;
 mod stats;
@@ -9,10 +11,35 @@ mod stats;
 pub enum Which {
     /// The ingress against raw JetStream publishing and an empty HTTP handler.
     Ingress(ingress::Args),
+    /// The inventory on SQLite and Postgres against raw pull-and-ack and the bare consumer runtime.
+    Consumers(consumers::Args),
+    /// The egress into a local sink (0 ms and 50 ms answers, a fan-out to 1,000 endpoints)
+    /// against plain HTTP POSTs at the same concurrency.
+    Egress(egress::Args),
 }
 
 pub async fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Ingress(args) => ingress::run(args).await,
+        Which::Consumers(args) => consumers::run(args).await,
+        Which::Egress(args) => egress::run(args).await,
     }
+}
+
+/// The nats-server a bench runs against: `url` when given, else a temporary one it starts (and
+/// stops when the returned server is dropped); with its URL and a label naming its version.
+async fn nats(
+    url: Option<&str>,
+) -> anyhow::Result<(Option<hookbus_testkit::NatsServer>, String, String)> {
+    Ok(match url {
+        Some(url) => (None, url.to_owned(), format!("nats-server at {url}")),
+        None => {
+            let server = tokio::task::spawn_blocking(hookbus_testkit::NatsServer::start).await?;
+            let url = server.url();
+            let version = hookbus_testkit::version_of(server.binary())
+                .map(|(a, b)| format!("nats-server {a}.{b}"))
+                .unwrap_or_default();
+            (Some(server), url, version)
+        }
+    })
 }

@@ -1,0 +1,188 @@
+//! The endpoints every replica knows: the `egress_endpoints` KV bucket, watched into memory with
+//! secrets decrypted, so the dispatcher and the workers never wait on a lookup.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures_util::StreamExt;
+use hookbus_proto::egress::v1::Endpoint;
+use hookbus_signature::SigningSecret;
+use prost::Message;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::crypto::SecretBox;
+use crate::endpoint::Subscription;
+
+/// One endpoint as the workers use it.
+#[derive(Debug)]
+pub struct Live {
+    pub record: Endpoint,
+    pub url: reqwest::Url,
+    pub subscription: Subscription,
+    pub headers: BTreeMap<String, String>,
+    /// Decrypted secrets with when each stops signing (unix seconds; `None` for the current one),
+    /// newest first.
+    pub secrets: Vec<(SigningSecret, Option<i64>)>,
+}
+
+impl Live {
+    pub fn decode(record: Endpoint, secrets: &SecretBox) -> Result<Self, String> {
+        let url = reqwest::Url::parse(&record.url).map_err(|e| format!("url: {e}"))?;
+        let mut opened = Vec::new();
+        for secret in &record.secrets {
+            let plain = secrets.open(&record.id, &secret.ciphertext)?;
+            opened.push((
+                SigningSecret::from_key(plain),
+                secret.expires_at.as_ref().map(|t| t.seconds),
+            ));
+        }
+        Ok(Self {
+            url,
+            subscription: Subscription {
+                event_types: record.event_types.clone(),
+                sources: record.sources.clone(),
+                tenant: record.tenant.clone(),
+            },
+            headers: record
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            secrets: opened,
+            record,
+        })
+    }
+
+    /// The secrets that sign at `now` (unix seconds), newest first.
+    pub fn active_secrets(&self, now: i64) -> Vec<SigningSecret> {
+        self.secrets
+            .iter()
+            .filter(|(_, expires)| expires.is_none_or(|at| now < at))
+            .map(|(secret, _)| secret.clone())
+            .collect()
+    }
+}
+
+/// The watched endpoints.
+pub struct Directory {
+    endpoints: RwLock<HashMap<String, Arc<Live>>>,
+    /// The last bucket revision applied; bumped on every change.
+    revision: watch::Sender<u64>,
+}
+
+impl Directory {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            endpoints: RwLock::default(),
+            revision: watch::Sender::new(0),
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Live>> {
+        self.endpoints
+            .read()
+            .expect("not poisoned")
+            .get(id)
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Live>> {
+        self.endpoints
+            .read()
+            .expect("not poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The endpoints an event goes to (disabled ones included: their tasks are kept).
+    pub fn matching(&self, event_type: &str, source: &str, tenant: Option<&str>) -> Vec<Arc<Live>> {
+        self.endpoints
+            .read()
+            .expect("not poisoned")
+            .values()
+            .filter(|live| live.subscription.matches(event_type, source, tenant))
+            .cloned()
+            .collect()
+    }
+
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+
+    /// Waits until the watch has applied `revision` (a write this replica just made).
+    pub async fn caught_up(&self, revision: u64, within: Duration) -> bool {
+        let mut changes = self.revision.subscribe();
+        tokio::time::timeout(within, changes.wait_for(|seen| *seen >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn apply(&self, entry: &kv::Entry, secrets: &SecretBox) {
+        let mut endpoints = self.endpoints.write().expect("not poisoned");
+        match entry.operation {
+            kv::Operation::Put => match Endpoint::decode(entry.value.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|record| Live::decode(record, secrets))
+            {
+                Ok(live) => {
+                    endpoints.insert(entry.key.clone(), Arc::new(live));
+                }
+                Err(e) => {
+                    tracing::error!(endpoint = %entry.key, error = %e, "endpoint record unusable; not delivering to it");
+                    endpoints.remove(&entry.key);
+                }
+            },
+            kv::Operation::Delete | kv::Operation::Purge => {
+                endpoints.remove(&entry.key);
+            }
+        }
+        drop(endpoints);
+        self.revision
+            .send_modify(|seen| *seen = (*seen).max(entry.revision));
+    }
+
+    /// Follows the bucket until `shutdown`, resuming after the last applied revision when the
+    /// watch breaks (a broker restart).
+    pub async fn follow(
+        self: Arc<Self>,
+        bucket: kv::Store,
+        secrets: Arc<SecretBox>,
+        shutdown: CancellationToken,
+    ) {
+        let mut last = 0u64;
+        loop {
+            let watch = if last == 0 {
+                bucket.watch_with_history(">").await
+            } else {
+                bucket.watch_all_from_revision(last + 1).await
+            };
+            match watch {
+                Ok(mut watch) => loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        entry = watch.next() => match entry {
+                            Some(Ok(entry)) => {
+                                last = last.max(entry.revision);
+                                self.apply(&entry, &secrets);
+                            }
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, "endpoint watch broke; resuming");
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                },
+                Err(e) => tracing::warn!(error = %e, "cannot watch endpoints; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Egress: delivery of events to subscriber endpoints.
+//!
+//! - [`api`]: the management API (endpoints, secrets, messages, attempts, resend, recover, dead
+//!   letters) and its OpenAPI document.
+//! - [`directory`]: the endpoints, kept in a JetStream KV bucket that every replica watches.
+//! - [`engine`]: the dispatcher (events → one task per matching endpoint) and one worker flow
+//!   per endpoint, with retries stored as message schedules.
+//! - [`deliver`], [`schedule`], [`ssrf`], [`endpoint`]: one signed attempt and the meaning of
+//!   its answer, the retry schedule, the address checks, and which endpoints an event goes to.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod crypto;
+pub mod deliver;
+pub mod directory;
+pub mod endpoint;
+pub mod engine;
+pub mod schedule;
+pub mod ssrf;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use axum::Json;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use hookbus_bus::ConsumerSpec;
+use prometheus_client::registry::Registry;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Config, EgressConfig};
+pub use ssrf::{AddressPolicy, Forbidden, Lookup, Refused, SystemLookup, http_client, refusal_of};
+
+/// Runs the egress until `shutdown`: the API on `listener`, the dispatcher and the workers.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    run_with_lookup(config, listener, Arc::new(SystemLookup), shutdown).await
+}
+
+/// [`run`] with its own name resolution (tests map public-looking names to 127.0.0.1).
+pub async fn run_with_lookup(
+    config: Config,
+    listener: TcpListener,
+    lookup: Arc<dyn Lookup>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let settings = config.egress.clone();
+    let key = settings
+        .encryption_key
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("egress.encryption_key is required"))?;
+    let secrets = Arc::new(
+        crypto::SecretBox::from_base64(key.expose_secret())
+            .map_err(|e| anyhow::anyhow!("egress.encryption_key: {e}"))?,
+    );
+    let token = settings
+        .api_token
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("egress.api_token is required"))?;
+    let client = hookbus_bus::connect(&config.nats, "hookbus-egress").await?;
+    let js = jetstream::new(client.clone());
+    let replicas = config.nats.events.replicas;
+    hookbus_bus::ensure_events_stream(&js, &config.nats.events).await?;
+    hookbus_bus::dlq::ensure_dlq_stream(&js, replicas).await?;
+    let stores = store::Stores::provision(
+        js,
+        settings.retention,
+        replicas,
+        hookbus_bus::EVENTS_STREAM,
+        settings.max_endpoints,
+    )
+    .await?;
+
+    let directory = directory::Directory::new();
+    let bucket = stores.endpoints.clone();
+    let last = bucket
+        .status()
+        .await
+        .map(|s| s.info.state.last_sequence)
+        .unwrap_or_default();
+    tokio::spawn(directory.clone().follow(
+        stores.endpoints.clone(),
+        secrets.clone(),
+        shutdown.clone(),
+    ));
+    if last > 0 && !directory.caught_up(last, Duration::from_secs(30)).await {
+        anyhow::bail!("could not read the endpoints bucket within 30 s");
+    }
+
+    let http = http_client(settings.policy(), lookup, settings.request_timeout)?;
+    let publisher = hookbus_bus::Publisher::new(client.clone(), 256);
+    let engine = engine::Engine::new(
+        stores,
+        directory,
+        secrets,
+        settings.clone(),
+        publisher,
+        http,
+    );
+
+    let mut registry = Registry::default();
+    let sub = registry.sub_registry_with_prefix("hookbus_egress");
+    let metrics = &engine.metrics;
+    sub.register(
+        "attempts",
+        "Delivery attempts by outcome",
+        metrics.attempts.clone(),
+    );
+    sub.register(
+        "delivery_latency_seconds",
+        "Time from request to answer of each attempt",
+        metrics.latency.clone(),
+    );
+    sub.register(
+        "tasks_dispatched",
+        "Delivery tasks queued",
+        metrics.dispatched.clone(),
+    );
+    sub.register(
+        "endpoints_disabled",
+        "Disabled endpoints",
+        metrics.disabled.clone(),
+    );
+
+    let supervisor = tokio::spawn(engine.clone().supervise(shutdown.clone()));
+    let mut spec = ConsumerSpec::new(settings.dispatcher.clone(), &["events.>"])
+        .start(settings.start)
+        .concurrency(settings.dispatch_concurrency);
+    spec.stream = config.nats.events.clone();
+    spec.max_deliveries = engine::DISPATCH_MAX_DELIVERIES;
+    let dispatcher_engine = engine.clone();
+    let dispatcher = tokio::spawn(hookbus_bus::run_consumer(
+        client.clone(),
+        spec,
+        move |delivery| {
+            let engine = dispatcher_engine.clone();
+            async move { engine.dispatch(delivery).await }
+        },
+        shutdown.clone(),
+    ));
+
+    let state = Arc::new(api::ApiState {
+        engine: engine.clone(),
+        token,
+    });
+    let (routes, document) = api::router(state);
+    let document = Arc::new(document);
+    let app = routes
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { Json(document.as_ref().clone()) }
+            }),
+        )
+        .route("/readyz", get(readyz).with_state(client.clone()));
+    hookbus_telemetry::serve(
+        "egress",
+        listener,
+        app,
+        registry,
+        shutdown.clone().cancelled_owned(),
+    )
+    .await?;
+    dispatcher.await??;
+    supervisor.await?;
+    Ok(())
+}
+
+async fn readyz(State(client): State<async_nats::Client>) -> Response {
+    hookbus_telemetry::readiness(&[("broker_connected", hookbus_bus::is_connected(&client))])
+}
+
+/// The whole process, configured by `config_path` (or `HOOKBUS_CONFIG`) and the environment.
+pub async fn service_main(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    hookbus_bus::service_main(
+        "hookbus-egress",
+        config_path,
+        Config::load,
+        |c| (&c.telemetry, c.egress.listen),
+        run,
+    )
+    .await
+    .map_err(anyhow::Error::from_boxed)
+}

@@ -1,0 +1,11 @@
+//! `hookbus-egress`: the egress as its own process.
+
+/// The same allocator as the `hookbus` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = hookbus_config::config_arg("hookbus-egress").map_err(anyhow::Error::msg)?;
+    hookbus_egress::service_main(config).await
+}

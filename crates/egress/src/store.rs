@@ -1,0 +1,299 @@
+//! What the egress keeps, all in JetStream and replicated with the cluster:
+//!
+//! - KV `egress_endpoints`: one protobuf `Endpoint` per id, watched by every replica.
+//! - KV `egress_status`: one JSON [`Status`] per (endpoint, event), key `<endpoint>.<event>`,
+//!   kept for the retention period. It is the dispatcher's dedup and what `recover` reads.
+//! - KV `egress_health`: since when an endpoint has been failing, for `disable_after`.
+//! - Stream `EGRESS_TASKS`: tasks on `egress.tasks.<endpoint>`, and retries waiting on
+//!   `egress.retry.<endpoint>.<event>` as message schedules that the server publishes onto the
+//!   endpoint's task subject when they are due.
+//! - Stream `EGRESS_ATTEMPTS`: one protobuf `DeliveryAttempt` per try, `egress.attempts.<endpoint>`.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use hookbus_bus::ProvisionError;
+use serde::{Deserialize, Serialize};
+
+pub const ENDPOINTS_BUCKET: &str = "egress_endpoints";
+pub const STATUS_BUCKET: &str = "egress_status";
+pub const HEALTH_BUCKET: &str = "egress_health";
+pub const TASKS_STREAM: &str = "EGRESS_TASKS";
+pub const ATTEMPTS_STREAM: &str = "EGRESS_ATTEMPTS";
+
+pub fn task_subject(endpoint: &str) -> String {
+    format!("egress.tasks.{endpoint}")
+}
+
+pub fn retry_subject(endpoint: &str, event: &str) -> String {
+    format!("egress.retry.{endpoint}.{event}")
+}
+
+pub fn attempts_subject(endpoint: &str) -> String {
+    format!("egress.attempts.{endpoint}")
+}
+
+pub fn status_key(endpoint: &str, event: &str) -> String {
+    format!("{endpoint}.{event}")
+}
+
+/// The durable consumer of one endpoint's tasks.
+pub fn worker_name(endpoint: &str) -> String {
+    format!("egress-{endpoint}")
+}
+
+/// Where a task for one (endpoint, event) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Waiting for its first try (also while the endpoint is disabled).
+    Queued,
+    /// Failed at least once; a retry is scheduled.
+    Failed,
+    Delivered,
+    /// Every attempt failed; in the dead letters.
+    Dead,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub state: State,
+    pub event_type: String,
+    pub stream_sequence: u64,
+    pub attempts: u32,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The handles to everything above.
+#[derive(Clone)]
+pub struct Stores {
+    pub js: jetstream::Context,
+    pub endpoints: kv::Store,
+    pub status: kv::Store,
+    pub health: kv::Store,
+    pub tasks: stream::Stream,
+    pub attempts: stream::Stream,
+    pub events: stream::Stream,
+}
+
+fn provision(what: &str) -> impl Fn(String) -> ProvisionError + '_ {
+    move |reason| ProvisionError {
+        stream: what.to_owned(),
+        reason,
+    }
+}
+
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    max_age: Duration,
+    replicas: usize,
+) -> Result<kv::Store, ProvisionError> {
+    match js.get_key_value(name).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: name.into(),
+                history: 1,
+                max_age,
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| provision(name)(e.to_string())),
+    }
+}
+
+impl Stores {
+    /// Creates (or updates) the buckets and streams; any replica may start first.
+    pub async fn provision(
+        js: jetstream::Context,
+        retention: Duration,
+        replicas: usize,
+        events: &str,
+        max_endpoints: i32,
+    ) -> Result<Self, ProvisionError> {
+        hookbus_bus::streams::ensure_stream(
+            &js,
+            stream::Config {
+                name: TASKS_STREAM.into(),
+                description: Some("egress delivery tasks and scheduled retries".into()),
+                subjects: vec!["egress.tasks.*".into(), "egress.retry.*.*".into()],
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::Limits,
+                max_age: retention,
+                num_replicas: replicas,
+                allow_message_schedules: true,
+                allow_message_ttl: true,
+                // One durable consumer per endpoint. nats-server 2.15 limits a stream to 1,000
+                // consumers unless it sets its own limit (and -1 does not mean unlimited there).
+                max_consumers: max_endpoints,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            },
+        )
+        .await?;
+        hookbus_bus::streams::ensure_stream(
+            &js,
+            stream::Config {
+                name: ATTEMPTS_STREAM.into(),
+                description: Some("egress delivery attempts".into()),
+                subjects: vec!["egress.attempts.*".into()],
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::Limits,
+                max_age: retention,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let endpoints = bucket(&js, ENDPOINTS_BUCKET, Duration::ZERO, replicas).await?;
+        let status = bucket(&js, STATUS_BUCKET, retention, replicas).await?;
+        let health = bucket(&js, HEALTH_BUCKET, Duration::ZERO, replicas).await?;
+        let get = |name: &'static str| {
+            let js = js.clone();
+            async move {
+                js.get_stream(name)
+                    .await
+                    .map_err(|e| provision(name)(e.to_string()))
+            }
+        };
+        let tasks = get(TASKS_STREAM).await?;
+        let attempts = get(ATTEMPTS_STREAM).await?;
+        let events = js
+            .get_stream(events)
+            .await
+            .map_err(|e| provision(events)(e.to_string()))?;
+        Ok(Self {
+            js,
+            endpoints,
+            status,
+            health,
+            tasks,
+            attempts,
+            events,
+        })
+    }
+
+    pub async fn status(&self, endpoint: &str, event: &str) -> Result<Option<Status>, String> {
+        match self
+            .status
+            .get(status_key(endpoint, event))
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| format!("status record {endpoint}.{event}: {e}")),
+        }
+    }
+
+    pub async fn put_status(
+        &self,
+        endpoint: &str,
+        event: &str,
+        status: &Status,
+    ) -> Result<(), String> {
+        let bytes = serde_json::to_vec(status).map_err(|e| e.to_string())?;
+        self.status
+            .put(status_key(endpoint, event), bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Creates the record only if there is none; `false` when one was there.
+    pub async fn create_status(
+        &self,
+        endpoint: &str,
+        event: &str,
+        status: &Status,
+    ) -> Result<bool, String> {
+        let bytes = serde_json::to_vec(status).map_err(|e| e.to_string())?;
+        match self
+            .status
+            .create(status_key(endpoint, event), bytes.into())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Every status record of one endpoint, with its event id.
+    pub async fn statuses_of(&self, endpoint: &str) -> Result<Vec<(String, Status)>, String> {
+        let prefix = format!("$KV.{STATUS_BUCKET}.{endpoint}.");
+        let records = read_all(
+            &self.status.stream,
+            format!("{prefix}*"),
+            jetstream::consumer::DeliverPolicy::LastPerSubject,
+        )
+        .await?;
+        Ok(records
+            .into_iter()
+            .filter_map(|message| {
+                let event = message.subject.as_str().strip_prefix(&prefix)?.to_owned();
+                let operation = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("KV-Operation"))
+                    .map(|v| v.to_string());
+                if operation.is_some() {
+                    return None; // a delete or purge marker
+                }
+                let status = serde_json::from_slice::<Status>(&message.payload).ok()?;
+                Some((event, status))
+            })
+            .collect())
+    }
+}
+
+/// Every message on `filter` in `stream` (from `deliver`), read with an ephemeral consumer.
+pub async fn read_all(
+    stream: &stream::Stream,
+    filter: String,
+    deliver: jetstream::consumer::DeliverPolicy,
+) -> Result<Vec<async_nats::Message>, String> {
+    use futures_util::StreamExt;
+    let mut consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            filter_subject: filter,
+            deliver_policy: deliver,
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut left = consumer
+        .info()
+        .await
+        .map_err(|e| e.to_string())?
+        .num_pending as usize;
+    let mut found = Vec::with_capacity(left);
+    while left > 0 {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(left.min(1000))
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        let before = found.len();
+        while let Some(message) = batch.next().await {
+            found.push(message.map_err(|e| e.to_string())?.message);
+        }
+        if found.len() == before {
+            break;
+        }
+        left = left.saturating_sub(found.len() - before);
+    }
+    Ok(found)
+}
