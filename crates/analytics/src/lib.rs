@@ -56,7 +56,8 @@ pub async fn run(
     let subjects: Vec<&str> = settings.subjects.iter().map(String::as_str).collect();
     let mut spec = ConsumerSpec::new(settings.consumer.clone(), &subjects)
         .start(settings.start)
-        .concurrency(settings.concurrency);
+        .concurrency(settings.concurrency)
+        .metrics(&hookbus_bus::ConsumerMetrics::register(&mut registry));
     spec.stream = config.nats.events.clone();
     hookbus_store::track(&mut spec, store.pool());
     let (handler_store, consumer_name) =

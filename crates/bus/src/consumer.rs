@@ -131,6 +131,8 @@ pub struct ConsumerSpec {
     pub checkpoint: Option<Checkpoint>,
     /// The `EVENTS` settings to provision with (`[nats.events]`); `DLQ` gets the same replicas.
     pub stream: crate::StreamSettings,
+    /// Where the counts go (see [`crate::ConsumerMetrics::register`]).
+    pub metrics: crate::ConsumerMetrics,
 }
 
 impl std::fmt::Debug for ConsumerSpec {
@@ -164,6 +166,19 @@ impl ConsumerSpec {
             resume_point: None,
             checkpoint: None,
             stream: crate::StreamSettings::default(),
+            metrics: crate::ConsumerMetrics::default(),
+        }
+    }
+
+    /// Counts into `metrics` (registered in the service's registry).
+    pub fn metrics(mut self, metrics: &crate::ConsumerMetrics) -> Self {
+        self.metrics = metrics.clone();
+        self
+    }
+
+    fn labels(&self) -> crate::ConsumerLabels {
+        crate::ConsumerLabels {
+            consumer: self.name.clone(),
         }
     }
 
@@ -369,6 +384,15 @@ where
             if floor_checked.elapsed() > Duration::from_secs(2) {
                 floor_checked = tokio::time::Instant::now();
                 if let Ok(info) = consumer.info().await {
+                    let (metrics, labels) = (&shared.spec.metrics, shared.spec.labels());
+                    metrics
+                        .pending
+                        .get_or_create(&labels)
+                        .set(info.num_pending as i64);
+                    metrics
+                        .ack_pending
+                        .get_or_create(&labels)
+                        .set(info.num_ack_pending as i64);
                     let floor = info.ack_floor.stream_sequence;
                     let before = shared.ack_floor.swap(floor, Ordering::Relaxed);
                     if let Some(checkpoint) = &shared.spec.checkpoint
@@ -535,6 +559,7 @@ async fn process<H, Fut>(
             headers,
         };
         // The handler runs in its own task: a panic there is a failure, not the end of the consumer.
+        let started = std::time::Instant::now();
         let mut work = tokio::spawn(handler(delivery).in_current_span());
         let mut progress = progress_ticks(spec);
         let outcome = loop {
@@ -558,8 +583,14 @@ async fn process<H, Fut>(
                 }
             }
         };
+        let (metrics, labels) = (&spec.metrics, spec.labels());
+        metrics
+            .handler_seconds
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
         match outcome {
             Outcome::Ack => {
+                metrics.processed.get_or_create(&labels).inc();
                 if let Err(e) = message.double_ack().await {
                     // Not lost: the server redelivers after ack_wait and the handler is idempotent.
                     tracing::warn!(error = %e, "ack not confirmed");
@@ -567,6 +598,7 @@ async fn process<H, Fut>(
             }
             Outcome::Retry { after } if (attempt as i64) < spec.max_deliveries => {
                 tracing::info!(?after, attempt, "handler asked for a retry");
+                metrics.retried.get_or_create(&labels).inc();
                 let _ = message.ack_with(AckKind::Nak(Some(after))).await;
             }
             Outcome::Retry { .. } => {
@@ -604,6 +636,7 @@ async fn dead_letter(
     match dlq::publish_dead_letter(&shared.js, letter).await {
         Ok(()) => {
             tracing::warn!(%reason, attempts, "dead-lettered");
+            count_dead_letter(&shared.spec);
             let _ = message.ack_with(AckKind::Term).await;
         }
         Err(e) => {
@@ -613,6 +646,13 @@ async fn dead_letter(
                 .await;
         }
     }
+}
+
+fn count_dead_letter(spec: &ConsumerSpec) {
+    spec.metrics
+        .dead_lettered
+        .get_or_create(&spec.labels())
+        .inc();
 }
 
 /// Dead-letters messages whose last delivery timed out, announced by the server on
@@ -655,7 +695,10 @@ async fn watch_max_deliveries(
             headers: Some(&original.headers),
         };
         match dlq::publish_dead_letter(&shared.js, letter).await {
-            Ok(()) => tracing::warn!(sequence, deliveries, "dead-lettered a timed-out message"),
+            Ok(()) => {
+                tracing::warn!(sequence, deliveries, "dead-lettered a timed-out message");
+                count_dead_letter(&shared.spec);
+            }
             Err(e) => {
                 tracing::error!(error = %e, sequence, "cannot dead-letter a timed-out message")
             }

@@ -7,6 +7,7 @@ mod config;
 mod connect;
 pub mod consumer;
 pub mod dlq;
+mod metrics;
 mod publish;
 mod service;
 pub mod streams;
@@ -21,6 +22,7 @@ pub use consumer::{
     Checkpoint, ConsumerError, ConsumerSpec, Delivery, Outcome, StartPosition, run_consumer,
     run_consumer_from_env,
 };
+pub use metrics::{ConsumerLabels, ConsumerMetrics};
 pub use publish::{PublishError, Published, Publisher, event_headers};
 pub use service::{BoxError, install_crypto_provider, service_main};
 pub use streams::{EVENTS_STREAM, ProvisionError, ensure_events_stream, events_stream_config};

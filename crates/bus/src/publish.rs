@@ -10,6 +10,7 @@ use bytes::Bytes;
 use hookbus_proto::v1::Event;
 use prost::Message;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// What JetStream said about a stored event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,20 +76,34 @@ impl Publisher {
         &self.js
     }
 
-    /// Publishes `event` on `subject` with `msg_id`, retrying until `deadline`. The event carries
-    /// the trace context of the current span, or a child of `parent` when spans are not exported.
-    #[tracing::instrument(
-        name = "publish",
-        level = "debug",
-        skip_all,
-        fields(
+    /// Publishes `event` on `subject` with `msg_id`, retrying until `deadline`, in a `publish`
+    /// span: a child of the current span (the ingress request), or of `parent` when there is none
+    /// (the outbox relay publishing what an event caused). The event carries that span's trace
+    /// context, or a child of `parent` when spans are not exported.
+    pub async fn publish_event(
+        &self,
+        subject: String,
+        event: &Event,
+        msg_id: &str,
+        deadline: Instant,
+        parent: &hookbus_telemetry::TraceContext,
+    ) -> Result<Published, PublishError> {
+        let span = tracing::debug_span!(
+            "publish",
             otel.kind = "producer",
             messaging.system = "nats",
             messaging.destination.name = %subject,
             messaging.message.id = %msg_id,
-        )
-    )]
-    pub async fn publish_event(
+        );
+        if tracing::Span::current().is_none() {
+            hookbus_telemetry::set_span_parent(&span, parent);
+        }
+        self.publish_in_span(subject, event, msg_id, deadline, parent)
+            .instrument(span)
+            .await
+    }
+
+    async fn publish_in_span(
         &self,
         subject: String,
         event: &Event,

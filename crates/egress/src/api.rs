@@ -985,7 +985,13 @@ async fn resend(
         })?;
     let event = engine.event_at(status.stream_sequence, &event_id).await?;
     engine
-        .enqueue(&id, &event, status.stream_sequence, true, false)
+        .enqueue(
+            &id,
+            &event,
+            status.stream_sequence,
+            (true, false),
+            &Default::default(),
+        )
         .await
         .map_err(ApiError::internal)?;
     Ok((StatusCode::ACCEPTED, Json(Queued { queued: 1 })))
@@ -1034,7 +1040,13 @@ async fn recover(
             Err(unavailable) => return Err(unavailable.into()),
         };
         engine
-            .enqueue(&id, &event, status.stream_sequence, false, false)
+            .enqueue(
+                &id,
+                &event,
+                status.stream_sequence,
+                (false, false),
+                &Default::default(),
+            )
             .await
             .map_err(ApiError::internal)?;
         queued += 1;
@@ -1135,8 +1147,8 @@ async fn retry_dead_letter(
             &task.endpoint_id,
             &event,
             task.stream_sequence,
-            false,
-            false,
+            (false, false),
+            &Default::default(),
         )
         .await
         .map_err(ApiError::internal)?;

@@ -19,6 +19,8 @@ use hookbus_proto::Registry;
 use hookbus_proto::v1::Event;
 use hookbus_signature::{SigningSecret, sign_standard_webhooks};
 
+use tracing::Instrument;
+
 use crate::ssrf::{AddressPolicy, refusal_of};
 
 /// The response body kept in the attempt log, at most.
@@ -34,6 +36,8 @@ const RESERVED_HEADERS: &[&str] = &[
     "content-length",
     "host",
     "user-agent",
+    "traceparent",
+    "tracestate",
 ];
 
 /// What to do after an attempt.
@@ -86,10 +90,43 @@ pub struct Target<'a> {
     pub secrets: &'a [SigningSecret],
     /// The endpoint's own headers.
     pub headers: &'a BTreeMap<String, String>,
+    /// The event's trace (from the task), continued in the request's `traceparent`.
+    pub trace: &'a hookbus_telemetry::TraceContext,
 }
 
-/// Sends `body` for `event` to `target` once, signed at `now` (unix seconds).
+/// Sends `body` for `event` to `target` once, signed at `now` (unix seconds), in an HTTP client
+/// span (a child of the current one) whose context the request carries as `traceparent`; when
+/// spans are not exported, the request continues `target.trace` under a new span id.
 pub async fn attempt(
+    client: &reqwest::Client,
+    policy: &AddressPolicy,
+    target: Target<'_>,
+    event: &Event,
+    body: (&Bytes, &str),
+    now: i64,
+) -> Attempt {
+    let span = tracing::debug_span!(
+        "POST",
+        otel.kind = "client",
+        http.request.method = "POST",
+        server.address = target.url.host_str().unwrap_or_default(),
+        server.port = target.url.port_or_known_default().unwrap_or_default(),
+        url.path = target.url.path(),
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    let attempt = send(client, policy, target, event, body, now)
+        .instrument(span.clone())
+        .await;
+    match (attempt.status, &attempt.error) {
+        (Some(status), _) => span.record("http.response.status_code", status),
+        (None, Some(error)) => span.record("error.type", error.as_str()),
+        (None, None) => &span,
+    };
+    attempt
+}
+
+async fn send(
     client: &reqwest::Client,
     policy: &AddressPolicy,
     target: Target<'_>,
@@ -114,7 +151,13 @@ pub async fn attempt(
             request = request.header(name, value);
         }
     }
+    let mut trace = reqwest::header::HeaderMap::new();
+    hookbus_telemetry::inject_into_http(
+        &mut trace,
+        &hookbus_telemetry::outgoing_context(target.trace),
+    );
     let request = request
+        .headers(trace)
         .header("webhook-id", &event.id)
         .header("webhook-timestamp", now.to_string())
         .header(

@@ -35,6 +35,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::config::EgressConfig;
 use crate::deliver::{self, Target, Verdict};
@@ -59,7 +60,13 @@ pub struct Metrics {
     pub attempts: Family<Vec<(&'static str, &'static str)>, Counter>,
     pub latency: Histogram,
     pub dispatched: Counter,
+    /// Tasks dead-lettered: retries exhausted, or their event gone.
+    pub dead_lettered: Counter,
     pub disabled: Gauge,
+    /// Per endpoint: tasks queued and not yet taken by its worker, as last seen on the server.
+    pub waiting: Family<Vec<(&'static str, String)>, Gauge>,
+    /// Per endpoint: tasks taken by its worker and not yet settled.
+    pub in_flight: Family<Vec<(&'static str, String)>, Gauge>,
 }
 
 impl Default for Metrics {
@@ -70,7 +77,10 @@ impl Default for Metrics {
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0,
             ]),
             dispatched: Counter::default(),
+            dead_lettered: Counter::default(),
             disabled: Gauge::default(),
+            waiting: Family::default(),
+            in_flight: Family::default(),
         }
     }
 }
@@ -132,6 +142,8 @@ pub struct Engine {
     failing_since: Mutex<HashMap<String, i64>>,
     /// Endpoints whose stored failing-since record this replica has cleared since it started.
     known_healthy: Mutex<std::collections::HashSet<String>>,
+    /// Events this replica dispatched lately, read by its workers instead of `EVENTS`.
+    events: crate::cache::EventCache,
     tracker: TaskTracker,
 }
 
@@ -170,6 +182,8 @@ impl Engine {
             limiters: Mutex::default(),
             failing_since: Mutex::default(),
             known_healthy: Mutex::default(),
+            // 64 MiB of payloads, 10,000 events: a few seconds of deliveries at full rate.
+            events: crate::cache::EventCache::new(10_000, 64 << 20),
             tracker: TaskTracker::new(),
             metrics: Metrics::default(),
             stores,
@@ -189,13 +203,17 @@ impl Engine {
         let targets =
             self.directory
                 .matching(&event.r#type, &event.source, event.tenant.as_deref());
+        if !targets.is_empty() {
+            self.events.insert(delivery.stream_sequence, event);
+        }
+        let trace = hookbus_telemetry::context_from_nats(&delivery.headers);
         let results = futures_util::future::join_all(targets.iter().map(|live| {
             self.enqueue(
                 &live.record.id,
                 event,
                 delivery.stream_sequence,
-                false,
-                true,
+                (false, true),
+                &trace,
             )
         }))
         .await;
@@ -215,13 +233,15 @@ impl Engine {
     /// Queues `event` for `endpoint`. With `dedup`, an (endpoint, event) that has a status record
     /// already is not queued again, unless it is still queued and recent (a dispatch that crashed
     /// between its record and its publish; the publish's message id makes a repeat harmless).
+    /// The task carries the trace context of the current span (a child of `trace` when spans are
+    /// not exported), and so does every retry of it, up to the request the endpoint gets.
     pub async fn enqueue(
         &self,
         endpoint: &str,
         event: &Event,
         stream_sequence: u64,
-        resend: bool,
-        dedup: bool,
+        (resend, dedup): (bool, bool),
+        trace: &hookbus_telemetry::TraceContext,
     ) -> Result<(), String> {
         let now = unix_now();
         let status = Status {
@@ -273,8 +293,18 @@ impl Engine {
             next_attempt_at: None,
             resend,
         };
-        self.publish_task(&store::task_subject(endpoint), task, &message_id, None)
-            .await?;
+        let mut headers = HeaderMap::new();
+        hookbus_telemetry::inject_into_nats(
+            &mut headers,
+            &hookbus_telemetry::outgoing_context(trace),
+        );
+        self.publish_task(
+            &store::task_subject(endpoint),
+            task,
+            &message_id,
+            Some(headers),
+        )
+        .await?;
         self.metrics.dispatched.inc();
         Ok(())
     }
@@ -302,6 +332,9 @@ impl Engine {
 
     /// The event a task refers to, from `EVENTS`.
     pub async fn event_at(&self, sequence: u64, id: &str) -> Result<Event, EventError> {
+        if let Some(event) = self.events.get(sequence, id) {
+            return Ok(event);
+        }
         let raw = self
             .stores
             .events
@@ -370,6 +403,43 @@ impl Engine {
             self.tracker.wait(),
         )
         .await;
+    }
+
+    /// Every `period` until `shutdown`: each endpoint's waiting and in-flight tasks, from its
+    /// worker's consumer on the server (the same figures on every replica, as the consumer is
+    /// shared).
+    pub async fn report_waiting(self: Arc<Self>, period: Duration, shutdown: CancellationToken) {
+        let mut reported: Vec<String> = Vec::new();
+        loop {
+            let mut seen = Vec::new();
+            for live in self.directory.all() {
+                let id = live.record.id.clone();
+                let labels = vec![("endpoint", id.clone())];
+                let (waiting, in_flight) = match self
+                    .stores
+                    .tasks
+                    .consumer_info(store::worker_name(&id))
+                    .await
+                {
+                    Ok(info) => (info.num_pending as i64, info.num_ack_pending as i64),
+                    // No worker yet (just created, or disabled before it ever ran).
+                    Err(_) => (0, 0),
+                };
+                self.metrics.waiting.get_or_create(&labels).set(waiting);
+                self.metrics.in_flight.get_or_create(&labels).set(in_flight);
+                seen.push(id);
+            }
+            for gone in reported.iter().filter(|id| !seen.contains(id)) {
+                let labels = vec![("endpoint", gone.clone())];
+                self.metrics.waiting.remove(&labels);
+                self.metrics.in_flight.remove(&labels);
+            }
+            reported = seen;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(period) => {}
+            }
+        }
     }
 
     fn max_in_flight(&self, live: &Live) -> u32 {
@@ -489,9 +559,26 @@ impl Engine {
         }
     }
 
+    /// One task, in a span that continues the event's trace from the task's headers.
+    async fn deliver(&self, message: jetstream::Message) {
+        let span = tracing::debug_span!(
+            "deliver",
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.operation = "process",
+            messaging.destination.name = %message.subject,
+            messaging.message.id = tracing::field::Empty,
+            endpoint = tracing::field::Empty,
+        );
+        if let Some(headers) = &message.headers {
+            hookbus_telemetry::set_parent_from_nats(&span, headers);
+        }
+        self.deliver_task(message).instrument(span).await;
+    }
+
     /// One task: skip it if it was delivered (unless it is a resend), else one attempt and what
     /// follows from its answer.
-    async fn deliver(&self, message: jetstream::Message) {
+    async fn deliver_task(&self, message: jetstream::Message) {
         let task = match DeliveryTask::decode(message.payload.clone()) {
             Ok(task) => task,
             Err(e) => {
@@ -500,6 +587,10 @@ impl Engine {
                 return;
             }
         };
+        let span = tracing::Span::current();
+        span.record("messaging.message.id", task.event_id.as_str());
+        span.record("endpoint", task.endpoint_id.as_str());
+        let trace = hookbus_telemetry::trace_headers_of(message.headers.as_ref());
         let Some(live) = self.directory.get(&task.endpoint_id) else {
             // The endpoint was deleted: its tasks go with it.
             let _ = message.ack_with(AckKind::Term).await;
@@ -512,7 +603,18 @@ impl Engine {
                 .await;
             return;
         }
-        let status = match self.stores.status(&task.endpoint_id, &task.event_id).await {
+        // A task's first delivery, first try, not a resend: the dispatch just recorded it queued
+        // (its message id keeps it single), so there is no status to read. Retries, resends and
+        // redeliveries read it: a resend or another copy may have delivered it meanwhile.
+        let fresh = task.attempt == 0
+            && !task.resend
+            && message.info().is_ok_and(|info| info.delivered == 1);
+        let status = if fresh {
+            Ok(None)
+        } else {
+            self.stores.status(&task.endpoint_id, &task.event_id).await
+        };
+        let status = match status {
             Ok(status) => status,
             Err(e) => {
                 tracing::warn!(error = %e, "status unreadable; task retried");
@@ -562,7 +664,7 @@ impl Engine {
             event_type: task.event_type.clone(),
             stream_sequence: task.stream_sequence,
             attempts: 0,
-            created_at: now,
+            created_at: task.created_at.as_ref().map_or(now, |t| t.seconds),
             updated_at: now,
             last_error: None,
         });
@@ -587,7 +689,7 @@ impl Engine {
                         &store::task_subject(&task.endpoint_id),
                         again,
                         &format!("kept:{}:{}:{sequence}", task.event_id, task.endpoint_id),
-                        None,
+                        Some(trace),
                     )
                     .await
                 {
@@ -612,7 +714,7 @@ impl Engine {
                 match self.schedule.next(made, after, rand::random::<f64>()) {
                     Some(delay) => {
                         record.state = State::Failed;
-                        if let Err(e) = self.schedule_retry(&task, made, delay).await {
+                        if let Err(e) = self.schedule_retry(&task, made, delay, trace).await {
                             tracing::warn!(error = %e, "cannot schedule the retry; redelivering");
                             let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
                             return;
@@ -657,6 +759,11 @@ impl Engine {
         task: &DeliveryTask,
     ) -> Result<deliver::Attempt, EventError> {
         let event = self.event_at(task.stream_sequence, &task.event_id).await?;
+        let trace = message
+            .headers
+            .as_ref()
+            .map(hookbus_telemetry::context_from_nats)
+            .unwrap_or_default();
         let (body, content_type) =
             deliver::body_of(&event, &self.registry).map_err(EventError::Gone)?;
         if let Some(limiter) = self.limiter(live) {
@@ -675,6 +782,7 @@ impl Engine {
                 url: &live.url,
                 secrets: &secrets,
                 headers: &live.headers,
+                trace: &trace,
             },
             &event,
             (&body, &content_type),
@@ -728,12 +836,12 @@ impl Engine {
         task: &DeliveryTask,
         made: u32,
         delay: Duration,
+        mut headers: HeaderMap,
     ) -> Result<(), String> {
         let at = time::OffsetDateTime::now_utc() + delay;
         let at_text = at
             .format(&time::format_description::well_known::Rfc3339)
             .map_err(|e| e.to_string())?;
-        let mut headers = HeaderMap::new();
         headers.insert("Nats-Schedule", format!("@at {at_text}").as_str());
         headers.insert(
             "Nats-Schedule-Target",
@@ -785,6 +893,7 @@ impl Engine {
                 .await;
             return;
         }
+        self.metrics.dead_lettered.inc();
         let now = unix_now();
         let mut record = status.cloned().unwrap_or(Status {
             state: State::Dead,

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod cache;
 pub mod config;
 pub mod crypto;
 pub mod deliver;
@@ -128,15 +129,36 @@ pub async fn run_with_lookup(
         metrics.dispatched.clone(),
     );
     sub.register(
+        "tasks_dead_lettered",
+        "Delivery tasks dead-lettered (retries exhausted, or the event gone)",
+        metrics.dead_lettered.clone(),
+    );
+    sub.register(
         "endpoints_disabled",
         "Disabled endpoints",
         metrics.disabled.clone(),
+    );
+    sub.register(
+        "tasks_waiting",
+        "Tasks queued for an endpoint and not yet taken by its worker",
+        metrics.waiting.clone(),
+    );
+    sub.register(
+        "tasks_in_flight",
+        "Tasks an endpoint's worker has taken and not yet settled",
+        metrics.in_flight.clone(),
+    );
+    let reporter = tokio::spawn(
+        engine
+            .clone()
+            .report_waiting(Duration::from_secs(5), shutdown.clone()),
     );
 
     let supervisor = tokio::spawn(engine.clone().supervise(shutdown.clone()));
     let mut spec = ConsumerSpec::new(settings.dispatcher.clone(), &["events.>"])
         .start(settings.start)
-        .concurrency(settings.dispatch_concurrency);
+        .concurrency(settings.dispatch_concurrency)
+        .metrics(&hookbus_bus::ConsumerMetrics::register(&mut registry));
     spec.stream = config.nats.events.clone();
     spec.max_deliveries = engine::DISPATCH_MAX_DELIVERIES;
     let dispatcher_engine = engine.clone();
@@ -175,6 +197,7 @@ pub async fn run_with_lookup(
     .await?;
     dispatcher.await??;
     supervisor.await?;
+    reporter.await?;
     Ok(())
 }
 

@@ -46,6 +46,18 @@ async fn receiver(status: u16, headers: &[(&str, &str)], delay: Duration) -> (re
     (reqwest::Url::parse(&url).unwrap(), seen)
 }
 
+/// The trace a task carries: the request continues it.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+fn caller_trace() -> hookbus_telemetry::TraceContext {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-00f067aa0ba902b7-01").as_str(),
+    );
+    hookbus_telemetry::context_from_nats(&headers)
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -101,6 +113,7 @@ async fn send_with(
             url,
             secrets,
             headers,
+            trace: &caller_trace(),
         },
         event,
         (&body, &content_type),
@@ -143,6 +156,12 @@ async fn a_typed_event_arrives_as_json_signed_with_every_active_secret() {
     assert_eq!(headers["webhook-id"], event.id.as_str());
     assert_eq!(headers["hookbus-event-type"], "stock.low");
     assert_eq!(headers["x-tenant"], "acme");
+    let traceparent = headers["traceparent"].to_str().unwrap();
+    assert!(
+        traceparent.starts_with(&format!("00-{TRACE_ID}-"))
+            && !traceparent.contains("00f067aa0ba902b7"),
+        "the request continues the task's trace in a span of its own: {traceparent}"
+    );
     assert!(
         headers["user-agent"]
             .to_str()
@@ -292,6 +311,7 @@ async fn a_timeout_a_dead_port_and_a_refused_address_are_failures_that_say_why()
             url: &url,
             secrets: &secret,
             headers: &BTreeMap::new(),
+            trace: &Default::default(),
         },
         &event,
         (&body, &content_type),

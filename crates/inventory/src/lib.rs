@@ -65,13 +65,15 @@ pub async fn run(
     };
     let relay_task = tokio::spawn(relay.run(settings.relay_interval, shutdown.clone()));
 
+    let mut registry = prometheus_client::registry::Registry::default();
     let subjects = filter_subjects(&settings);
     let mut spec = ConsumerSpec::new(
         settings.consumer.clone(),
         &subjects.iter().map(String::as_str).collect::<Vec<_>>(),
     )
     .start(settings.start)
-    .concurrency(settings.concurrency);
+    .concurrency(settings.concurrency)
+    .metrics(&hookbus_bus::ConsumerMetrics::register(&mut registry));
     spec.stream = config.nats.events.clone();
     spec.ack_wait = settings.ack_wait;
     hookbus_store::track(&mut spec, store.pool());
@@ -79,7 +81,6 @@ pub async fn run(
     let handler_inventory = inventory.clone();
     let handler_wake = wake_relay.clone();
     let metrics = handler::Metrics::default();
-    let mut registry = prometheus_client::registry::Registry::default();
     let sub = registry.sub_registry_with_prefix("hookbus_inventory");
     sub.register(
         "events_applied",

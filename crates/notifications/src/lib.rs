@@ -196,7 +196,8 @@ pub async fn run(
         &subjects.iter().map(String::as_str).collect::<Vec<_>>(),
     )
     .start(settings.start)
-    .concurrency(settings.concurrency);
+    .concurrency(settings.concurrency)
+    .metrics(&hookbus_bus::ConsumerMetrics::register(&mut registry));
     spec.stream = config.nats.events.clone();
     spec.ack_wait = settings.ack_wait;
     spec.max_deliveries = settings.max_deliveries;

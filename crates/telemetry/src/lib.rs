@@ -11,7 +11,6 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -19,8 +18,9 @@ pub use metrics::{metrics_router, render};
 pub use opentelemetry::Context as TraceContext;
 pub use prometheus_client;
 pub use propagation::{
-    HttpExtractor, NatsExtractor, NatsInjector, context_from_http, context_from_nats,
-    inject_into_nats, outgoing_context, set_parent_from_nats, set_span_parent,
+    HttpExtractor, HttpInjector, NatsExtractor, NatsInjector, context_from_http, context_from_nats,
+    inject_into_http, inject_into_nats, outgoing_context, set_parent_from_nats, set_span_parent,
+    trace_headers_of,
 };
 
 /// The `[telemetry]` section.
@@ -86,33 +86,27 @@ pub fn init(service: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, T
     let tracer = provider.tracer(service.to_owned());
     opentelemetry::global::set_tracer_provider(provider.clone());
 
-    // RUST_LOG filters the logs only, not the exported spans.
-    let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let otel = exporting.then(|| {
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_filter(
-                tracing_subscriber::filter::Targets::new()
-                    .with_target("hookbus", tracing::Level::DEBUG)
-                    .with_default(tracing::Level::INFO),
-            )
-    });
-    let registry = tracing_subscriber::registry().with(otel);
+    // One global filter, no per-layer filters: with a per-layer filter on the OpenTelemetry layer,
+    // a whole callsite (the consumer's `consume` span) was now and then left out of the export
+    // for the life of the process, though the log layer saw it. RUST_LOG decides, and when spans
+    // are exported hookbus's own debug spans (the ingress request, the egress delivery) are
+    // added, so with export on hookbus's debug logs appear too.
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if exporting {
+        filter = filter.add_directive("hookbus=debug".parse().expect("a valid directive"));
+    }
+    let otel = exporting.then(|| tracing_opentelemetry::layer().with_tracer(tracer));
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     let installed = match config.log_format {
         LogFormat::Text => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_target(true)
-                    .with_filter(log_filter),
-            )
+            .with(tracing_subscriber::fmt::layer().with_target(true))
             .try_init(),
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_current_span(false)
-                    .with_filter(log_filter),
+                    .with_current_span(false),
             )
             .try_init(),
     };

@@ -29,6 +29,20 @@ impl Extractor for NatsExtractor<'_> {
     }
 }
 
+/// Writes trace context into HTTP request headers.
+pub struct HttpInjector<'a>(pub &'a mut http::HeaderMap);
+
+impl Injector for HttpInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
 /// Reads trace context from HTTP request headers.
 pub struct HttpExtractor<'a>(pub &'a http::HeaderMap);
 
@@ -88,9 +102,11 @@ pub fn outgoing_context(parent: &Context) -> Context {
             parent_context.trace_state().clone(),
         )
     } else {
+        // A trace starts here: sampled, so that services exporting spans further on record it
+        // (their default sampler follows the parent's flag).
         (
             ids.new_trace_id(),
-            TraceFlags::default(),
+            TraceFlags::SAMPLED,
             TraceState::default(),
         )
     };
@@ -101,6 +117,22 @@ pub fn outgoing_context(parent: &Context) -> Context {
 /// Writes `cx` as `traceparent`/`tracestate` into NATS headers.
 pub fn inject_into_nats(headers: &mut async_nats::HeaderMap, cx: &Context) {
     TraceContextPropagator::new().inject_context(cx, &mut NatsInjector(headers));
+}
+
+/// Writes `cx` as `traceparent`/`tracestate` into HTTP headers.
+pub fn inject_into_http(headers: &mut http::HeaderMap, cx: &Context) {
+    TraceContextPropagator::new().inject_context(cx, &mut HttpInjector(headers));
+}
+
+/// Only the trace context (`traceparent`, `tracestate`) of NATS headers, to pass it on.
+pub fn trace_headers_of(headers: Option<&async_nats::HeaderMap>) -> async_nats::HeaderMap {
+    let mut kept = async_nats::HeaderMap::new();
+    for name in ["traceparent", "tracestate"] {
+        if let Some(value) = headers.and_then(|h| h.get(name)) {
+            kept.insert(name, value.as_str());
+        }
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -165,7 +197,23 @@ mod tests {
         inject_into_nats(&mut out, &fresh);
         let traceparent = out.get("traceparent").unwrap().as_str().to_owned();
         assert_eq!(traceparent.len(), 55, "{traceparent}");
+        assert!(
+            traceparent.ends_with("-01"),
+            "a new trace is sampled: {traceparent}"
+        );
         assert!(!traceparent.contains("4bf92f3577b34da6a3ce929d0e0e4736"));
+    }
+
+    #[test]
+    fn trace_context_is_written_into_http_headers() {
+        let mut nats = async_nats::HeaderMap::new();
+        nats.insert("traceparent", TRACEPARENT);
+        nats.insert("Nats-Msg-Id", "not trace context");
+        let kept = trace_headers_of(Some(&nats));
+        assert!(kept.get("Nats-Msg-Id").is_none());
+        let mut headers = http::HeaderMap::new();
+        inject_into_http(&mut headers, &context_from_nats(&kept));
+        assert_eq!(headers["traceparent"], TRACEPARENT);
     }
 
     #[test]
