@@ -85,6 +85,8 @@ pub struct NatsServer {
     port: u16,
     store: Store,
     extra_config: String,
+    /// Options inside the `jetstream { … }` block, after `store_dir`.
+    jetstream: String,
     child: Option<Child>,
 }
 
@@ -127,6 +129,15 @@ impl NatsServer {
         server
     }
 
+    /// Starts a server with options inside its `jetstream { … }` block (such as
+    /// `sync_interval: always`).
+    pub fn start_with_jetstream(options: &str) -> Self {
+        let mut server = Self::unstarted("");
+        server.jetstream = options.to_owned();
+        server.spawn().unwrap_or_else(|message| panic!("{message}"));
+        server
+    }
+
     /// A server ready to [`spawn`](Self::spawn), on a free port with a new temporary store.
     fn unstarted(extra_config: &str) -> Self {
         Self {
@@ -134,6 +145,7 @@ impl NatsServer {
             port: free_port(),
             store: Store::Temporary(tempfile::tempdir().expect("temporary directory")),
             extra_config: extra_config.to_owned(),
+            jetstream: String::new(),
             child: None,
         }
     }
@@ -146,6 +158,7 @@ impl NatsServer {
             port,
             store: Store::Dir(dir.to_owned()),
             extra_config: String::new(),
+            jetstream: String::new(),
             child: None,
         };
         server.spawn()?;
@@ -155,6 +168,11 @@ impl NatsServer {
     /// The binary this server runs.
     pub fn binary(&self) -> &Path {
         &self.binary
+    }
+
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn port(&self) -> u16 {
@@ -218,9 +236,10 @@ impl NatsServer {
         std::fs::write(
             &config_path,
             format!(
-                "listen: 127.0.0.1:{}\njetstream {{ store_dir: {:?} }}\n{}\n",
+                "listen: 127.0.0.1:{}\njetstream {{\n  store_dir: {:?}\n  {}\n}}\n{}\n",
                 self.port,
                 store.display().to_string(),
+                self.jetstream,
                 self.extra_config
             ),
         )

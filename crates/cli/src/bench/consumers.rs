@@ -5,6 +5,7 @@
 //! consumer that starts at the first of them; its clock runs from the consumer's creation until the server's
 //! ack floor has passed the last order.
 
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -42,12 +43,11 @@ pub struct Args {
 
 const SUBJECT: &str = "events.bench.order.created";
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args) -> anyhow::Result<String> {
     anyhow::ensure!(
         args.rounds > 0 && args.concurrency > 0 && args.events > 0 && args.skus > 0,
         "--rounds, --concurrency, --events and --skus must be more than 0"
     );
-    let _telemetry = hookbus_telemetry::init("hookbus-bench", &Default::default())?;
     let (server, nats_url, nats_version) = super::nats(args.nats_url.as_deref()).await?;
     let nats = NatsConfig {
         url: nats_url.clone(),
@@ -142,8 +142,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         })
         .collect();
     let (r_raw, r_runtime) = (medians[0].1, medians[1].1);
-    println!("## hookbus bench consumers\n");
-    println!(
+    let mut out = String::new();
+    writeln!(out, "### `hookbus bench consumers`\n")?;
+    writeln!(
+        out,
         "{} orders ({} SKUs, 1 line each) · concurrency {} · {} rounds (median shown) · {} · {} cores\n",
         args.events,
         args.skus,
@@ -151,18 +153,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.rounds,
         nats_version,
         std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    println!("| run | events/s | / R_raw | / R_runtime |");
-    println!("|---|---:|---:|---:|");
+    )?;
+    writeln!(out, "| run | events/s | / R_raw | / R_runtime |")?;
+    writeln!(out, "|---|---:|---:|---:|")?;
     for (label, rate) in &medians {
-        println!(
+        writeln!(
+            out,
             "| {label} | {rate:.0} | {:.3} | {:.3} |",
             rate / r_raw,
             rate / r_runtime
-        );
+        )?;
     }
     drop(server);
-    Ok(())
+    Ok(out)
 }
 
 /// Publishes `args.events` orders with pipelined acks; returns the first and the last one's

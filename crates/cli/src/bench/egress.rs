@@ -5,6 +5,7 @@
 //! concurrency into the same sink. A scenario's clock runs from the first publish to the sink's
 //! last request.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -156,12 +157,11 @@ async fn through_egress(
     Ok(deliveries as f64 / started.elapsed().as_secs_f64())
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args) -> anyhow::Result<String> {
     anyhow::ensure!(
         args.rounds > 0 && args.concurrency > 0 && args.events > 0,
         "--rounds, --concurrency and --events must be more than 0"
     );
-    let _telemetry = hookbus_telemetry::init("hookbus-bench", &Default::default())?;
     let (server, nats_url, nats_version) = super::nats(args.nats_url.as_deref()).await?;
     let run_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -328,20 +328,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     };
-    println!("## hookbus bench egress\n");
-    println!(
+    let mut out = String::new();
+    writeln!(out, "### `hookbus bench egress`\n")?;
+    writeln!(
+        out,
         "concurrency {} (the endpoint's max_in_flight and the baseline's) · {} rounds (median shown) · {} · {} cores\n",
         args.concurrency,
         args.rounds,
         nats_version,
         std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    println!("| scenario | egress deliveries/s | raw HTTP POSTs/s | egress / raw |");
-    println!("|---|---:|---:|---:|");
+    )?;
+    writeln!(
+        out,
+        "| scenario | egress deliveries/s | raw HTTP POSTs/s | egress / raw |"
+    )?;
+    writeln!(out, "|---|---:|---:|---:|")?;
     for (label, egress, raw) in rows {
         let (egress, raw) = (median(egress), median(raw));
-        println!("| {label} | {egress:.0} | {raw:.0} | {:.3} |", egress / raw);
+        writeln!(
+            out,
+            "| {label} | {egress:.0} | {raw:.0} | {:.3} |",
+            egress / raw
+        )?;
     }
     drop(server);
-    Ok(())
+    Ok(out)
 }

@@ -1,7 +1,9 @@
 //! `hookbus bench …`: each scenario is measured beside its baselines in the same run, and printed
 //! with the ratios, as medians of latency and rates over a fixed duration.
 
+mod all;
 mod consumers;
+mod e2e;
 mod egress;
 mod ingress;
 mod loadgen;
@@ -16,14 +18,25 @@ pub enum Which {
     /// The egress into a local sink (0 ms and 50 ms answers, a fan-out to 1,000 endpoints)
     /// against plain HTTP POSTs at the same concurrency.
     Egress(egress::Args),
+    /// Webhooks through the ingress to a consumer and the egress: the end-to-end rate against
+    /// the ingress alone, latency at fractions of it, CPU and peak memory.
+    E2e(e2e::Args),
+    /// Every scenario, then the broker-bound ones with `sync_interval: always`; rewrites the
+    /// measured section of docs/benchmarks.md.
+    All(all::Args),
 }
 
 pub async fn run(which: Which) -> anyhow::Result<()> {
-    match which {
-        Which::Ingress(args) => ingress::run(args).await,
-        Which::Consumers(args) => consumers::run(args).await,
-        Which::Egress(args) => egress::run(args).await,
-    }
+    let _telemetry = hookbus_telemetry::init("hookbus-bench", &Default::default())?;
+    let report = match which {
+        Which::Ingress(args) => ingress::run(args).await?,
+        Which::Consumers(args) => consumers::run(args).await?,
+        Which::Egress(args) => egress::run(args).await?,
+        Which::E2e(args) => e2e::run(args).await?,
+        Which::All(args) => all::run(args).await?,
+    };
+    println!("{report}");
+    Ok(())
 }
 
 /// The nats-server a bench runs against: `url` when given, else a temporary one it starts (and
