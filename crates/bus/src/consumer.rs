@@ -259,6 +259,9 @@ struct Shared {
 /// again, and so on until its deliveries ran out and it was dead-lettered unprocessed.
 const SHUTDOWN_NAK_DELAY: Duration = Duration::from_secs(2);
 
+/// How long a pull that expires after 1 s may stay silent before it is given up as lost.
+const PULL_SILENCE: Duration = Duration::from_secs(5);
+
 /// Runs `handler` on every event matching `spec` until `shutdown` is cancelled.
 pub async fn run_consumer<H, Fut>(
     client: async_nats::Client,
@@ -334,7 +337,18 @@ where
                 }
             };
             let mut first_permit = Some(first_permit);
-            while let Some(next) = batch.next().await {
+            loop {
+                // A pull whose server went away (a node killed, a connection moved to another
+                // node) gets no answer at all, not even the end of its 1 s expiry: without this
+                // bound the consumer would wait for it forever.
+                let next = match tokio::time::timeout(PULL_SILENCE, batch.next()).await {
+                    Ok(Some(next)) => next,
+                    Ok(None) => break,
+                    Err(_) => {
+                        tracing::warn!(consumer = %shared.spec.name, "a pull got no answer; pulling again");
+                        continue 'connect;
+                    }
+                };
                 let message = match next {
                     Ok(message) => message,
                     Err(e) => {

@@ -98,21 +98,22 @@ impl Publisher {
         if tracing::Span::current().is_none() {
             hookbus_telemetry::set_span_parent(&span, parent);
         }
-        self.publish_in_span(subject, event, msg_id, deadline, parent)
+        let headers =
+            span.in_scope(|| event_headers(event, &hookbus_telemetry::outgoing_context(parent)));
+        let payload = Bytes::from(event.encode_to_vec());
+        self.send_until(subject, (payload, headers), msg_id, deadline)
             .instrument(span)
             .await
     }
 
-    async fn publish_in_span(
+    /// Sends one message until it is acknowledged or `deadline` passes.
+    async fn send_until(
         &self,
         subject: String,
-        event: &Event,
+        (payload, headers): (Bytes, HeaderMap),
         msg_id: &str,
         deadline: Instant,
-        parent: &hookbus_telemetry::TraceContext,
     ) -> Result<Published, PublishError> {
-        let payload = Bytes::from(event.encode_to_vec());
-        let headers = event_headers(event, &hookbus_telemetry::outgoing_context(parent));
         let started = Instant::now();
         let mut attempts = 0u32;
         let mut backoff = Duration::from_millis(25);

@@ -85,10 +85,7 @@ async fn otlp_receiver() -> (String, Spans) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, spans)
+    (common::serve(app).await, spans)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,14 +293,11 @@ async fn every_service_serves_its_metrics_and_they_move_when_events_flow() {
     let compose = common::compose();
     let credentials = common::credentials(&compose);
     // A chat webhook that always fails: notifications retries it once, then dead-letters.
-    let failing_chat = {
-        let app = axum::Router::new()
-            .fallback(|| async { (http::StatusCode::INTERNAL_SERVER_ERROR, "down") });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/chat", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        url
-    };
+    let failing_chat = common::serve(
+        axum::Router::new()
+            .fallback(|| async { (http::StatusCode::INTERNAL_SERVER_ERROR, "down") }),
+    )
+    .await;
     let smtp_url = smtp.url();
     let stack = Stack::start(
         &compose,
@@ -368,10 +362,7 @@ async fn every_service_serves_its_metrics_and_they_move_when_events_flow() {
             tokio::time::sleep(Duration::from_secs(2)).await;
             "ok"
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        url
+        common::serve(app).await
     };
     let created: serde_json::Value = http
         .post(format!("{}/v1/endpoints", stack.url("egress")))

@@ -142,8 +142,6 @@ pub struct Engine {
     failing_since: Mutex<HashMap<String, i64>>,
     /// Endpoints whose stored failing-since record this replica has cleared since it started.
     known_healthy: Mutex<std::collections::HashSet<String>>,
-    /// Events this replica dispatched lately, read by its workers instead of `EVENTS`.
-    events: crate::cache::EventCache,
     tracker: TaskTracker,
 }
 
@@ -182,8 +180,6 @@ impl Engine {
             limiters: Mutex::default(),
             failing_since: Mutex::default(),
             known_healthy: Mutex::default(),
-            // 64 MiB of payloads, 10,000 events: a few seconds of deliveries at full rate.
-            events: crate::cache::EventCache::new(10_000, 64 << 20),
             tracker: TaskTracker::new(),
             metrics: Metrics::default(),
             stores,
@@ -203,9 +199,6 @@ impl Engine {
         let targets =
             self.directory
                 .matching(&event.r#type, &event.source, event.tenant.as_deref());
-        if !targets.is_empty() {
-            self.events.insert(delivery.stream_sequence, event);
-        }
         let trace = hookbus_telemetry::context_from_nats(&delivery.headers);
         let results = futures_util::future::join_all(targets.iter().map(|live| {
             self.enqueue(
@@ -332,9 +325,6 @@ impl Engine {
 
     /// The event a task refers to, from `EVENTS`.
     pub async fn event_at(&self, sequence: u64, id: &str) -> Result<Event, EventError> {
-        if let Some(event) = self.events.get(sequence, id) {
-            return Ok(event);
-        }
         let raw = self
             .stores
             .events
@@ -603,17 +593,7 @@ impl Engine {
                 .await;
             return;
         }
-        // A task's first delivery, first try, not a resend: the dispatch just recorded it queued
-        // (its message id keeps it single), so there is no status to read. Retries, resends and
-        // redeliveries read it: a resend or another copy may have delivered it meanwhile.
-        let fresh = task.attempt == 0
-            && !task.resend
-            && message.info().is_ok_and(|info| info.delivered == 1);
-        let status = if fresh {
-            Ok(None)
-        } else {
-            self.stores.status(&task.endpoint_id, &task.event_id).await
-        };
+        let status = self.stores.status(&task.endpoint_id, &task.event_id).await;
         let status = match status {
             Ok(status) => status,
             Err(e) => {
@@ -664,7 +644,7 @@ impl Engine {
             event_type: task.event_type.clone(),
             stream_sequence: task.stream_sequence,
             attempts: 0,
-            created_at: task.created_at.as_ref().map_or(now, |t| t.seconds),
+            created_at: now,
             updated_at: now,
             last_error: None,
         });

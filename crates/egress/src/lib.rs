@@ -11,7 +11,6 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-mod cache;
 pub mod config;
 pub mod crypto;
 pub mod deliver;

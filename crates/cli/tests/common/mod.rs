@@ -464,10 +464,15 @@ pub async fn receiver() -> (String, Seen) {
             "ok"
         }
     });
+    (format!("{}/hook", serve(app).await), seen)
+}
+
+/// Serves `app` on a free port of 127.0.0.1 for the rest of the test: its base URL.
+pub async fn serve(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
+    url
 }
 
 /// An HTTP client for the test (reqwest needs the process's rustls provider first).
@@ -623,23 +628,30 @@ pub async fn expect_orders_at_subscriber(
     seen: &Seen,
     orders: &std::collections::BTreeSet<u64>,
 ) -> usize {
-    let (count, ids) = wait_for_within(
-        Duration::from_secs(90),
-        "every order at the subscriber",
-        async || {
-            let seen = seen.lock().unwrap().clone();
-            let mut ids: BTreeMap<u64, std::collections::BTreeSet<String>> = BTreeMap::new();
-            for (headers, body) in &seen {
-                let order: Value = serde_json::from_slice(body).unwrap();
-                let webhook = headers["webhook-id"].to_str().unwrap().to_owned();
-                ids.entry(order["id"].as_u64().unwrap())
-                    .or_default()
-                    .insert(webhook);
-            }
-            ids.keys().eq(orders.iter()).then_some((seen.len(), ids))
-        },
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (count, ids) = loop {
+        let seen = seen.lock().unwrap().clone();
+        let mut ids: BTreeMap<u64, std::collections::BTreeSet<String>> = BTreeMap::new();
+        for (headers, body) in &seen {
+            let order: Value = serde_json::from_slice(body).unwrap();
+            let webhook = headers["webhook-id"].to_str().unwrap().to_owned();
+            ids.entry(order["id"].as_u64().unwrap())
+                .or_default()
+                .insert(webhook);
+        }
+        if ids.keys().eq(orders.iter()) {
+            break (seen.len(), ids);
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<&u64> = orders.iter().filter(|o| !ids.contains_key(o)).collect();
+            panic!(
+                "{} of {} orders never reached the subscriber within 90 s: {missing:?}",
+                missing.len(),
+                orders.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     for (order, webhooks) in &ids {
         assert_eq!(
             webhooks.len(),
