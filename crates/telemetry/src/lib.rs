@@ -62,7 +62,8 @@ impl Drop for TelemetryGuard {
 /// Installs the global subscriber for `service`.
 ///
 /// When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans become OpenTelemetry spans exported over
-/// OTLP/HTTP (hookbus's own debug spans included, whatever `RUST_LOG` says). When it is not, no
+/// OTLP/HTTP, and `hookbus=debug` joins `RUST_LOG`'s filter so that hookbus's own debug spans
+/// are among them (a `RUST_LOG` naming a hookbus crate more precisely wins). When it is not, no
 /// OpenTelemetry layer is installed and spans cost only what logging costs; trace context still
 /// crosses the bus, through [`outgoing_context`].
 pub fn init(service: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
