@@ -399,27 +399,33 @@ impl Engine {
     /// worker's consumer on the server (the same figures on every replica, as the consumer is
     /// shared).
     pub async fn report_waiting(self: Arc<Self>, period: Duration, shutdown: CancellationToken) {
-        let mut reported: Vec<String> = Vec::new();
+        let mut reported: std::collections::HashSet<String> = Default::default();
         loop {
-            let mut seen = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             for live in self.directory.all() {
                 let id = live.record.id.clone();
                 let labels = vec![("endpoint", id.clone())];
-                let (waiting, in_flight) = match self
+                // No answer (no worker yet, or the broker away): the last figures stand, rather
+                // than a zero that would hide a backlog.
+                if let Ok(info) = self
                     .stores
                     .tasks
                     .consumer_info(store::worker_name(&id))
                     .await
                 {
-                    Ok(info) => (info.num_pending as i64, info.num_ack_pending as i64),
-                    // No worker yet (just created, or disabled before it ever ran).
-                    Err(_) => (0, 0),
-                };
-                self.metrics.waiting.get_or_create(&labels).set(waiting);
-                self.metrics.in_flight.get_or_create(&labels).set(in_flight);
-                seen.push(id);
+                    let metrics = &self.metrics;
+                    metrics
+                        .waiting
+                        .get_or_create(&labels)
+                        .set(info.num_pending as i64);
+                    metrics
+                        .in_flight
+                        .get_or_create(&labels)
+                        .set(info.num_ack_pending as i64);
+                }
+                seen.insert(id);
             }
-            for gone in reported.iter().filter(|id| !seen.contains(id)) {
+            for gone in reported.difference(&seen) {
                 let labels = vec![("endpoint", gone.clone())];
                 self.metrics.waiting.remove(&labels);
                 self.metrics.in_flight.remove(&labels);
