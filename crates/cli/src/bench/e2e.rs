@@ -64,29 +64,28 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     let (server, nats_url, nats_version) = super::nats(args.nats_url.as_deref()).await?;
     let before = Usage::now(server.as_ref().and_then(|s| s.pid()));
     let shutdown = CancellationToken::new();
-    let (ingress_addr, ingress, _) =
+    let (ingress_addr, ingress, nats_config) =
         start_ingress(&nats_url, SchemeArg::Github, shutdown.clone()).await?;
+    let client = hookbus_bus::connect(&nats_config, "bench-e2e").await?;
     let mut run = 0u64;
     let mut next = || {
         run += 1;
         run
     };
 
-    // The ingress alone.
-    loadgen::run(
-        ingress_addr,
-        args.concurrency,
-        Duration::from_secs(1),
-        requests(SchemeArg::Github, 1024, next()),
-    )
-    .await?;
-    let alone = loadgen::run(
-        ingress_addr,
-        args.concurrency,
-        args.duration,
-        requests(SchemeArg::Github, 1024, next()),
-    )
-    .await?;
+    // Closed-loop load on the ingress for `duration`, with delivery ids of run `run`.
+    let load = |duration: Duration, run: u64| {
+        loadgen::run(
+            ingress_addr,
+            args.concurrency,
+            duration,
+            requests(SchemeArg::Github, 1024, run),
+        )
+    };
+
+    // The ingress alone, after a second of warm-up.
+    load(Duration::from_secs(1), next()).await?;
+    let alone = load(args.duration, next()).await?;
 
     // The consumer and the egress, both starting at `new`.
     let arrivals = Shared::default();
@@ -98,14 +97,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     .start(StartPosition::New)
     .concurrency(16);
     let consumer = tokio::spawn(hookbus_bus::run_consumer(
-        hookbus_bus::connect(
-            &NatsConfig {
-                url: nats_url.clone(),
-                ..NatsConfig::default()
-            },
-            "bench-e2e",
-        )
-        .await?,
+        client.clone(),
         spec,
         move |delivery| {
             let record = record.clone();
@@ -121,16 +113,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     ));
     let egress = start_egress(&nats_url, arrivals.clone(), shutdown.clone()).await?;
     // Both consumers exist before the load starts (they start at `new`).
-    let js = async_nats::jetstream::new(
-        hookbus_bus::connect(
-            &NatsConfig {
-                url: nats_url.clone(),
-                ..NatsConfig::default()
-            },
-            "bench-e2e-check",
-        )
-        .await?,
-    );
+    let js = async_nats::jetstream::new(client);
     let stream = js.get_stream(hookbus_bus::EVENTS_STREAM).await?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while stream.consumer_names().collect::<Vec<_>>().await.len() < 2 {
@@ -143,13 +126,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
 
     // Closed loop with everything running: accepted over the time to the last effect.
     let started = Instant::now();
-    let loaded = loadgen::run(
-        ingress_addr,
-        args.concurrency,
-        args.duration,
-        requests(SchemeArg::Github, 1024, next()),
-    )
-    .await?;
+    let loaded = load(args.duration, next()).await?;
     let accepted = loaded.ok as usize;
     let (to_consumer, to_subscriber) =
         wait_all(&arrivals, accepted, Duration::from_secs(120)).await?;
