@@ -80,7 +80,11 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         })
         .await?;
         let url = server.url();
+        let pid = server.pid().map(|p| p.to_string());
         let mut line = vec!["--nats-url", url.as_str()];
+        if let ("e2e", Some(pid)) = (name, &pid) {
+            line.extend(["--nats-pid", pid.as_str()]);
+        }
         line.extend_from_slice(extra);
         let report = match name {
             "ingress" => super::ingress::run(given(&line)?).await?,

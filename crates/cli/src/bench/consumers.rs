@@ -1,9 +1,11 @@
-//! `hookbus bench consumers`: how fast the inventory applies orders, on SQLite and on Postgres,
-//! beside two baselines measured in the same run on the same stream: the raw pull-and-ack rate of
-//! a plain JetStream pull consumer (`R_raw`), and the consumer runtime with a handler that only
-//! acks (`R_runtime`). Every scenario consumes the same preloaded orders through a new durable
-//! consumer that starts at the first of them; its clock runs from the consumer's creation until the server's
-//! ack floor has passed the last order.
+//! `hookbus bench consumers`: how fast the consuming services take in orders (the inventory on
+//! SQLite and on Postgres, the analytics and the notifications on SQLite), each as its own
+//! process, beside two baselines measured in this process in the same run on the same stream: the
+//! raw pull-and-ack rate of a plain JetStream pull consumer (`R_raw`), and the consumer runtime
+//! with a handler that only acks (`R_runtime`). Every scenario consumes the same preloaded orders
+//! through a new durable consumer that starts at the first of them; its clock runs from the
+//! consumer's creation until the server's ack floor has passed the last order. Each also reports
+//! the CPU time its process spent per 1,000 orders, and the services their peak RSS.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -13,6 +15,8 @@ use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use hookbus_bus::{ConsumerSpec, NatsConfig, Outcome, StartPosition};
+
+use super::process::{Service, Usage};
 use hookbus_proto::commerce::v1::{LineItem, Money, OrderCreated};
 use hookbus_proto::v1::Event;
 use prost::Message;
@@ -56,6 +60,11 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     let client = hookbus_bus::connect(&nats, "hookbus-bench").await?;
     let js = jetstream::new(client.clone());
     hookbus_bus::ensure_events_stream(&js, &nats.events).await?;
+    // The services' consumers start at this time (their configuration takes no sequence): the
+    // second before the first order.
+    let preloaded_from = (time::OffsetDateTime::now_utc() - Duration::from_secs(1))
+        .replace_nanosecond(0)?
+        .format(&time::format_description::well_known::Rfc3339)?;
     let (first_sequence, last_sequence) = preload(&js, &args).await?;
     // Consumers start at the first preloaded order, with names new to this run, so a reused
     // server's older events and consumers do not count.
@@ -67,19 +76,33 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     eprintln!("preloaded {} orders on {SUBJECT}", args.events);
 
     let postgres = (args.postgres != "none").then_some(args.postgres.as_str());
-    let mut runs: Vec<(&str, Vec<f64>)> = vec![
-        ("raw pull-and-ack (R_raw)", Vec::new()),
-        (
-            "consumer runtime, handler only acks (R_runtime)",
-            Vec::new(),
-        ),
-        ("inventory, SQLite", Vec::new()),
+    let mut labels = vec![
+        "raw pull-and-ack (R_raw), in this process",
+        "consumer runtime, handler only acks (R_runtime), in this process",
+        "inventory, SQLite",
     ];
     if postgres.is_some() {
-        runs.push(("inventory, PostgreSQL", Vec::new()));
+        labels.push("inventory, PostgreSQL (the PostgreSQL server's CPU not counted)");
     }
+    labels.extend(["analytics, SQLite", "notifications, SQLite, the default rules"]);
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); labels.len()];
+    let (js, args) = (&js, &args);
+    let service = |service: &'static str, section: String, name: String| {
+        let config = format!(
+            "[nats]\nurl = {nats_url:?}\n\n[{service}]\n{section}consumer = {name:?}\nstart = {preloaded_from:?}\nconcurrency = {}\n",
+            args.concurrency
+        );
+        async move { consume_in(service, &config, js, &name, args.events, last_sequence).await }
+    };
     for round in 1..=args.rounds {
         let name = |what: &str| format!("bench-{run_id}-{what}-{round}");
+        let this = |rate: f64, cpu: f64| Run {
+            rate,
+            cpu,
+            peak_kib: None,
+        };
+        let own = || Usage::of(std::process::id()).map_or(0.0, |u| u.cpu);
+        let cpu = own();
         let raw = raw_pull_and_ack(
             &js,
             &name("raw"),
@@ -88,60 +111,85 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
             last_sequence,
         )
         .await?;
+        let raw = this(raw, own() - cpu);
+        let cpu = own();
         let runtime =
             runtime_noop(&client, &js, &args, &name("runtime"), start, last_sequence).await?;
+        let runtime = this(runtime, own() - cpu);
         let dir = tempfile::tempdir()?;
+        let database = |file: &str| {
+            format!(
+                "database_url = {:?}\n",
+                format!("sqlite://{}", dir.path().join(file).display())
+            )
+        };
         let sqlite_url = format!("sqlite://{}", dir.path().join("inventory.db").display());
-        let sqlite = inventory(
-            &js,
-            &nats,
-            &args,
-            &sqlite_url,
-            (&name("sqlite"), start),
-            last_sequence,
-        )
-        .await?;
-        let mut rates = vec![raw, runtime, sqlite];
+        let sqlite = service("inventory", database("inventory.db"), name("sqlite")).await?;
+        check_stock(&sqlite_url, args.events).await?;
+        let mut results = vec![raw, runtime, sqlite];
         if let Some(server) = postgres {
             let url = hookbus_store::testing::fresh_postgres_database_on(server)
                 .await
                 .with_context(|| {
                     format!("create a database on {server} (or pass --postgres none)")
                 })?;
-            let result = inventory(
-                &js,
-                &nats,
-                &args,
-                &url,
-                (&name("postgres"), start),
-                last_sequence,
-            )
+            let result = async {
+                let run =
+                    service("inventory", format!("database_url = {url:?}\n"), name("postgres"))
+                        .await?;
+                check_stock(&url, args.events).await?;
+                anyhow::Ok(run)
+            }
             .await;
             let _ = hookbus_store::testing::drop_postgres_database(&url).await;
-            rates.push(result?);
+            results.push(result?);
         }
+        results.push(service("analytics", database("analytics.db"), name("analytics")).await?);
+        results.push(
+            service(
+                "notifications",
+                database("notifications.db"),
+                name("notifications"),
+            )
+            .await?,
+        );
         eprintln!(
             "round {round}/{}: {}",
             args.rounds,
-            runs.iter()
-                .zip(&rates)
-                .map(|((label, _), rate)| format!("{label} {rate:.0}/s"))
+            labels
+                .iter()
+                .zip(&results)
+                .map(|(label, run)| format!("{label} {:.0}/s", run.rate))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        for ((_, all), rate) in runs.iter_mut().zip(rates) {
-            all.push(rate);
+        for (all, run) in runs.iter_mut().zip(results) {
+            all.push(run);
         }
     }
 
-    let medians: Vec<(&str, f64)> = runs
-        .into_iter()
-        .map(|(label, mut rates)| {
-            rates.sort_by(f64::total_cmp);
-            (label, rates[rates.len() / 2])
+    // The median of each column over the rounds.
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let medians: Vec<(&str, Run)> = labels
+        .iter()
+        .zip(runs)
+        .map(|(label, runs)| {
+            let peaks: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.peak_kib.map(|k| k as f64))
+                .collect();
+            let run = Run {
+                rate: median(runs.iter().map(|r| r.rate).collect()),
+                cpu: median(runs.iter().map(|r| r.cpu).collect()),
+                peak_kib: (!peaks.is_empty()).then(|| median(peaks) as u64),
+            };
+            (*label, run)
         })
         .collect();
-    let (r_raw, r_runtime) = (medians[0].1, medians[1].1);
+    let (r_raw, r_runtime) = (medians[0].1.rate, medians[1].1.rate);
     let mut out = String::new();
     writeln!(out, "### `hookbus bench consumers`\n")?;
     writeln!(
@@ -154,14 +202,21 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         nats_version,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     )?;
-    writeln!(out, "| run | events/s | / R_raw | / R_runtime |")?;
-    writeln!(out, "|---|---:|---:|---:|")?;
-    for (label, rate) in &medians {
+    writeln!(
+        out,
+        "| run | events/s | / R_raw | / R_runtime | CPU-s per 1,000 events | peak RSS MiB |"
+    )?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
+    for (label, run) in &medians {
         writeln!(
             out,
-            "| {label} | {rate:.0} | {:.3} | {:.3} |",
-            rate / r_raw,
-            rate / r_runtime
+            "| {label} | {:.0} | {:.3} | {:.3} | {:.3} | {} |",
+            run.rate,
+            run.rate / r_raw,
+            run.rate / r_runtime,
+            run.cpu / args.events as f64 * 1000.0,
+            run.peak_kib
+                .map_or("–".into(), |k| format!("{:.0}", k as f64 / 1024.0))
         )?;
     }
     drop(server);
@@ -322,34 +377,40 @@ async fn runtime_noop(
     rate
 }
 
-/// The inventory service, as `hookbus inventory` runs it, on `database_url`.
-async fn inventory(
+/// One scenario's figures: its rate, the CPU time its process spent, and the peak RSS of a
+/// service's own process.
+#[derive(Clone, Copy)]
+struct Run {
+    rate: f64,
+    cpu: f64,
+    peak_kib: Option<u64>,
+}
+
+/// `hookbus <service>` with `config` as its own process, until its consumer `name` has acked
+/// every order; the CPU time is all its process spent, start-up included.
+async fn consume_in(
+    service: &'static str,
+    config: &str,
     js: &jetstream::Context,
-    nats: &NatsConfig,
-    args: &Args,
-    database_url: &str,
-    (name, start): (&str, StartPosition),
+    name: &str,
+    events: usize,
     last_sequence: u64,
-) -> anyhow::Result<f64> {
-    let config = hookbus_inventory::Config {
-        nats: nats.clone(),
-        telemetry: Default::default(),
-        inventory: hookbus_inventory::InventoryConfig {
-            database_url: database_url.to_owned(),
-            consumer: name.to_owned(),
-            start,
-            concurrency: args.concurrency,
-            ..Default::default()
-        },
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(hookbus_inventory::run(config, listener, shutdown.clone()));
-    let rate = until_acked(js, name, args.events, last_sequence).await;
-    shutdown.cancel();
-    handle.await??;
-    let rate = rate?;
-    // Every order was applied, once: each took one unit of stock from SKUs that had none.
+) -> anyhow::Result<Run> {
+    let process = Service::start(service, config).await?;
+    let rate = until_acked(js, name, events, last_sequence).await;
+    // Its start-up is counted too.
+    let usage = process.usage();
+    process.stop().await?;
+    let (rate, usage) = (rate?, usage?);
+    Ok(Run {
+        rate,
+        cpu: usage.cpu,
+        peak_kib: Some(usage.peak_kib),
+    })
+}
+
+/// Every order was applied, once: each took one unit of stock from SKUs that had none.
+async fn check_stock(database_url: &str, events: usize) -> anyhow::Result<()> {
     let store =
         hookbus_store::Store::open(database_url, hookbus_inventory::store::migrations()).await?;
     let (total,): (i64,) =
@@ -359,9 +420,8 @@ async fn inventory(
     // Closed before the caller drops a Postgres database under it.
     store.pool().close().await;
     anyhow::ensure!(
-        total == -(args.events as i64),
-        "the inventory on {database_url} holds {total} units, expected -{}",
-        args.events
+        total == -(events as i64),
+        "the inventory on {database_url} holds {total} units, expected -{events}"
     );
-    Ok(rate)
+    Ok(())
 }

@@ -1,13 +1,15 @@
 //! `hookbus bench e2e`: signed webhooks through the ingress, to a consumer on the consumer runtime
-//! and out through the egress to a subscriber, all in this process on one nats-server.
+//! and out through the egress to a subscriber, on one nats-server. The ingress and the egress run
+//! as their own processes, as deployed; the load generator, the consumer and the subscriber run
+//! in this one.
 //!
 //! - The ingress alone first (the closed-loop load generator, nothing consuming), then the same
 //!   load with the consumer and the egress running: the end-to-end rate is the events accepted
 //!   over the time until the last one's consumer effect, and until its delivery.
 //! - Then open-loop load at fractions of the highest end-to-end rate: each request's latency to
 //!   the consumer's handler and to the subscriber, from the moment it was sent.
-//! - CPU-seconds per 1,000 events and peak RSS, of this process (all of the above and the load
-//!   generator together) and of the nats-server, over the whole run.
+//! - CPU-seconds per 1,000 events and peak RSS of each process: the ingress, the egress, the
+//!   nats-server, and this one, over the whole run.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -16,11 +18,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use hookbus_bus::{ConsumerSpec, NatsConfig, Outcome, StartPosition};
+use hookbus_testkit::NatsServer;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::ingress::{SOURCE, SchemeArg, requests, start_ingress};
+use super::ingress::{SOURCE, SchemeArg, ingress_config, requests};
 use super::loadgen;
+use super::process::{Service, Usage};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,6 +40,9 @@ pub struct Args {
     /// Use this nats-server instead of starting a temporary one.
     #[arg(long)]
     nats_url: Option<String>,
+    /// With `--nats-url`: that server's process id, to report its CPU and memory too.
+    #[arg(long, requires = "nats_url")]
+    nats_pid: Option<u32>,
 }
 
 const TOKEN: &str = "bench-token-0123456789";
@@ -62,10 +69,14 @@ type Shared = Arc<Mutex<Arrivals>>;
 pub async fn run(args: Args) -> anyhow::Result<String> {
     anyhow::ensure!(args.concurrency > 0, "--concurrency must be more than 0");
     let (server, nats_url, nats_version) = super::nats(args.nats_url.as_deref()).await?;
-    let before = Usage::now(server.as_ref().and_then(|s| s.pid()));
+    let nats_pid = args.nats_pid.or(server.as_ref().and_then(NatsServer::pid));
     let shutdown = CancellationToken::new();
-    let (ingress_addr, ingress, nats_config) =
-        start_ingress(&nats_url, SchemeArg::Github, shutdown.clone()).await?;
+    let ingress = Service::start("ingress", &ingress_config(&nats_url, SchemeArg::Github)).await?;
+    let ingress_addr = ingress.addr;
+    let nats_config = NatsConfig {
+        url: nats_url.clone(),
+        ..NatsConfig::default()
+    };
     let client = hookbus_bus::connect(&nats_config, "bench-e2e").await?;
     let mut run = 0u64;
     let mut next = || {
@@ -111,7 +122,17 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         },
         shutdown.clone(),
     ));
-    let egress = start_egress(&nats_url, arrivals.clone(), shutdown.clone()).await?;
+    let (egress, sink) = start_egress(&nats_url, arrivals.clone()).await?;
+    let processes = [
+        ("ingress", ingress.pid()),
+        ("egress", egress.pid()),
+        ("nats-server", nats_pid),
+        (
+            "this process: load generator, consumer and subscriber",
+            Some(std::process::id()),
+        ),
+    ];
+    let before = processes.map(|(_, pid)| pid.and_then(Usage::of));
     // Both consumers exist before the load starts (they start at `new`).
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream(hookbus_bus::EVENTS_STREAM).await?;
@@ -138,7 +159,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     writeln!(out, "### `hookbus bench e2e`\n")?;
     writeln!(
         out,
-        "github-signed 1 KiB webhooks · ingress, a consumer-runtime consumer (concurrency 16, its handler records the arrival) and the egress (one endpoint, a sink that answers at once) in one process · {} · {} cores\n",
+        "github-signed 1 KiB webhooks · the ingress and the egress (one endpoint, a subscriber that answers at once) as their own processes, a consumer-runtime consumer (concurrency 16, its handler records the arrival) in the bench's · {} · {} cores\n",
         nats_version,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     )?;
@@ -166,7 +187,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         "| load | offered /s | to the consumer p50 ms | p99 ms | to the subscriber p50 ms | p99 ms |"
     )?;
     writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
-    let mut events = accepted + alone.ok as usize;
+    let mut events = accepted;
     for fraction in &args.loads {
         let rate = sustainable * fraction;
         let sent = open_loop(ingress_addr, rate, args.duration, next()).await?;
@@ -217,33 +238,33 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
             quantile_ms(&mut subscriber, 0.99)
         )?;
     }
+    // Read before anything stops.
+    let after = processes.map(|(_, pid)| pid.and_then(Usage::of));
     shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(30), async {
-        let _ = ingress.await;
-        let _ = consumer.await;
-        let _ = egress.await;
-    })
-    .await;
-    let after = Usage::now(server.as_ref().and_then(|s| s.pid()));
+    let _ = tokio::time::timeout(Duration::from_secs(30), consumer).await;
+    sink.abort();
+    drop((ingress, egress));
     writeln!(out)?;
-    writeln!(out, "| process | CPU-s per 1,000 events | peak RSS MiB |")?;
-    writeln!(out, "|---|---:|---:|")?;
-    let per_k = |a: f64, b: f64| (b - a) / events as f64 * 1000.0;
     writeln!(
         out,
-        "| this process: ingress, consumer, egress, sink and load generator | {:.3} | {:.0} |",
-        per_k(before.own_cpu, after.own_cpu),
-        after.own_peak_kib as f64 / 1024.0
+        "| process | CPU-s per 1,000 events | CPU-s in all | peak RSS MiB |"
     )?;
-    if let (Some(a), Some(b)) = (before.server_cpu, after.server_cpu) {
-        writeln!(
-            out,
-            "| nats-server | {:.3} | {:.0} |",
-            per_k(a, b),
-            after.server_peak_kib.unwrap_or_default() as f64 / 1024.0
-        )?;
+    writeln!(out, "|---|---:|---:|---:|")?;
+    for (((name, _), before), after) in processes.iter().zip(before).zip(after) {
+        if let (Some(before), Some(after)) = (before, after) {
+            let cpu = after.cpu - before.cpu;
+            writeln!(
+                out,
+                "| {name} | {:.3} | {cpu:.1} | {:.0} |",
+                cpu / events as f64 * 1000.0,
+                after.peak_kib as f64 / 1024.0
+            )?;
+        }
     }
-    writeln!(out, "\n{events} events in all.")?;
+    writeln!(
+        out,
+        "\n{events} events in all, from the egress's start to the end of the last load."
+    )?;
     drop(server);
     Ok(out)
 }
@@ -330,12 +351,12 @@ fn quantile_ms(values: &mut [Duration], q: f64) -> f64 {
     values[index].as_secs_f64() * 1000.0
 }
 
-/// The egress in this process with one endpoint: a sink that records each delivery's arrival.
+/// The egress as its own process with one endpoint: a subscriber in this process that records
+/// each delivery's arrival.
 async fn start_egress(
     nats_url: &str,
     arrivals: Shared,
-    shutdown: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+) -> anyhow::Result<(Service, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let sink = axum::Router::new().fallback(move |headers: http::HeaderMap| {
         let arrivals = arrivals.clone();
         async move {
@@ -349,105 +370,32 @@ async fn start_egress(
     });
     let sink_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let sink_url = format!("http://{}/hook", sink_listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(sink_listener, sink).await });
+    let sink = tokio::spawn(async move { axum::serve(sink_listener, sink).await });
 
-    let config = hookbus_egress::Config {
-        nats: NatsConfig {
-            url: nats_url.to_owned(),
-            ..NatsConfig::default()
-        },
-        telemetry: Default::default(),
-        egress: hookbus_egress::EgressConfig {
-            api_token: Some(TOKEN.into()),
-            encryption_key: Some(KEY.into()),
-            allow_private_networks: true,
-            start: StartPosition::New,
-            dispatcher: format!("bench-e2e-dispatcher-{}", std::process::id()),
-            ..Default::default()
-        },
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let api = format!("http://{}", listener.local_addr()?);
-    let egress = tokio::spawn(hookbus_egress::run(config, listener, shutdown));
-    hookbus_bus::install_crypto_provider();
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let created = client
-            .post(format!("{api}/v1/endpoints"))
-            .bearer_auth(TOKEN)
-            .json(&json!({"url": sink_url, "sources": [SOURCE], "max_in_flight": 64}))
-            .send()
-            .await;
-        if created.as_ref().is_ok_and(|r| r.status() == 201) {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the egress did not take the endpoint: {created:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(egress)
-}
-
-/// CPU time (user + system, seconds) and peak RSS (KiB) of this process and of the nats-server.
-struct Usage {
-    own_cpu: f64,
-    own_peak_kib: u64,
-    server_cpu: Option<f64>,
-    server_peak_kib: Option<u64>,
-}
-
-impl Usage {
-    fn now(server: Option<u32>) -> Self {
-        let own = std::process::id();
-        Self {
-            own_cpu: cpu_seconds(own).unwrap_or_default(),
-            own_peak_kib: peak_kib(own).unwrap_or_default(),
-            server_cpu: server.and_then(cpu_seconds),
-            server_peak_kib: server.and_then(peak_kib),
-        }
-    }
-}
-
-/// utime + stime from `/proc/<pid>/stat`, at the usual 100 ticks per second.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
-}
-
-/// `VmHWM` from `/proc/<pid>/status`.
-fn peak_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let config = format!(
+        "[nats]\nurl = {nats_url:?}\n\n[egress]\napi_token = {TOKEN:?}\nencryption_key = {KEY:?}\n\
+         allow_private_networks = true\nstart = \"new\"\ndispatcher = \"bench-e2e-dispatcher-{}\"\n",
+        std::process::id()
+    );
+    let egress = Service::start("egress", &config).await?;
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/v1/endpoints", egress.addr))
+        .bearer_auth(TOKEN)
+        .json(&json!({"url": sink_url, "sources": [SOURCE], "max_in_flight": 64}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 201,
+        "the egress did not take the endpoint: {} {}",
+        response.status(),
+        response.text().await.unwrap_or_default()
+    );
+    Ok((egress, sink))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_time_and_peak_memory_are_read_from_proc() {
-        let pid = std::process::id();
-        let before = cpu_seconds(pid).unwrap();
-        // Burn a little CPU: the reading moves (ticks are 10 ms).
-        let started = Instant::now();
-        let mut x = 0u64;
-        while started.elapsed() < Duration::from_millis(200) {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-        }
-        std::hint::black_box(x);
-        assert!(cpu_seconds(pid).unwrap() > before);
-        assert!(
-            peak_kib(pid).unwrap() > 1024,
-            "more than 1 MiB resident at its peak"
-        );
-        assert_eq!(cpu_seconds(u32::MAX), None);
-    }
 
     #[test]
     fn quantiles_of_durations() {

@@ -289,14 +289,7 @@ pub(super) async fn start_ingress(
     hookbus_bus::NatsConfig,
 )> {
     let config_file = tempfile::NamedTempFile::new()?;
-    let (_, secret) = scheme_and_secret(scheme);
-    std::fs::write(
-        config_file.path(),
-        format!(
-            "[nats]\nurl = {nats_url:?}\n\n[ingress.sources.{SOURCE}]\nverifier = {:?}\nsecrets = [{secret:?}]\n",
-            verifier_name(scheme)
-        ),
-    )?;
+    std::fs::write(config_file.path(), ingress_config(nats_url, scheme))?;
     let loader = hookbus_config::Loader::with_env(Some(config_file.path()), std::iter::empty())?;
     let config = hookbus_ingress::Config::load(&loader)?;
     let nats_config = config.nats.clone();
@@ -307,6 +300,15 @@ pub(super) async fn start_ingress(
         .await
         .context("the ingress did not become ready within 20 s")?;
     Ok((addr, ingress, nats_config))
+}
+
+/// The ingress's configuration file, as a user would write it: one source `bench` of `scheme`.
+pub(super) fn ingress_config(nats_url: &str, scheme: SchemeArg) -> String {
+    let (_, secret) = scheme_and_secret(scheme);
+    format!(
+        "[nats]\nurl = {nats_url:?}\n\n[ingress.sources.{SOURCE}]\nverifier = {:?}\nsecrets = [{secret:?}]\n",
+        verifier_name(scheme)
+    )
 }
 
 /// The run with the median rate.

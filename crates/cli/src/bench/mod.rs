@@ -7,6 +7,7 @@ mod e2e;
 mod egress;
 mod ingress;
 mod loadgen;
+mod process;
 mod stats;
 
 #[derive(Debug, clap::Subcommand)]
