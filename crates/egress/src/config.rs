@@ -103,7 +103,7 @@ impl Default for EgressConfig {
             default_max_in_flight: 16,
             dispatcher: "egress-dispatcher".into(),
             start: StartPosition::New,
-            dispatch_concurrency: 32,
+            dispatch_concurrency: 128,
             max_endpoints: 100_000,
         }
     }

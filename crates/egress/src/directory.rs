@@ -11,6 +11,7 @@ use hookbus_proto::egress::v1::Endpoint;
 use hookbus_signature::SigningSecret;
 use prost::Message;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::crypto::SecretBox;
@@ -71,6 +72,9 @@ pub struct Directory {
     endpoints: RwLock<HashMap<String, Arc<Live>>>,
     /// The last bucket revision applied; bumped on every change.
     revision: watch::Sender<u64>,
+    /// When the last check that the watch had applied the whole bucket began; held while a
+    /// check runs ([`Directory::fresh_since`]).
+    checked: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Directory {
@@ -78,7 +82,41 @@ impl Directory {
         Arc::new(Self {
             endpoints: RwLock::default(),
             revision: watch::Sender::new(0),
+            checked: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Returns once the watch has applied every change stored in `bucket` before `since`, or
+    /// fails after `within`. The dispatcher asks it with the moment an event reached it: an
+    /// endpoint whose creation was answered before the event was stored is then known when the
+    /// event is dispatched, on every replica, however late this replica's watch is. One check
+    /// runs at a time (the bucket's last revision from its stream leader, then a wait for the
+    /// watch), and each answers every caller that came before it began.
+    pub async fn fresh_since(
+        &self,
+        bucket: &kv::Store,
+        since: Instant,
+        within: Duration,
+    ) -> Result<(), String> {
+        let mut checked = self.checked.lock().await;
+        if checked.is_some_and(|at| at >= since) {
+            return Ok(());
+        }
+        let began = Instant::now();
+        let last = match tokio::time::timeout(within, bucket.stream.get_info()).await {
+            // An emptied bucket (its stream purged) leaves nothing to wait for.
+            Ok(Ok(info)) if info.state.messages == 0 => 0,
+            Ok(Ok(info)) => info.state.last_sequence,
+            Ok(Err(e)) => return Err(format!("endpoints bucket unreadable: {e}")),
+            Err(_) => return Err(format!("endpoints bucket: no answer within {within:?}")),
+        };
+        if !self.caught_up(last, within).await {
+            return Err(format!(
+                "the endpoint watch has not reached revision {last} within {within:?}"
+            ));
+        }
+        *checked = Some(began);
+        Ok(())
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Live>> {

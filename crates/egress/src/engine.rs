@@ -142,6 +142,8 @@ pub struct Engine {
     failing_since: Mutex<HashMap<String, i64>>,
     /// Endpoints whose stored failing-since record this replica has cleared since it started.
     known_healthy: Mutex<std::collections::HashSet<String>>,
+    /// Events this replica dispatched lately, read by its workers instead of `EVENTS`.
+    events: crate::cache::EventCache,
     tracker: TaskTracker,
 }
 
@@ -180,6 +182,8 @@ impl Engine {
             limiters: Mutex::default(),
             failing_since: Mutex::default(),
             known_healthy: Mutex::default(),
+            // 64 MiB of payloads, 10,000 events: a few seconds of deliveries at full rate.
+            events: crate::cache::EventCache::new(10_000, 64 << 20),
             tracker: TaskTracker::new(),
             metrics: Metrics::default(),
             stores,
@@ -193,12 +197,30 @@ impl Engine {
 
     // ---------------------------------------------------------------- dispatch
 
-    /// The dispatcher's handler: one task per matching endpoint, then ack.
+    /// The dispatcher's handler: one task per matching endpoint, then ack. The endpoints are
+    /// those stored before the event reached the dispatcher ([`Directory::fresh_since`]).
     pub async fn dispatch(&self, delivery: Delivery) -> Outcome {
         let event = &delivery.event;
+        if let Err(e) = self
+            .directory
+            .fresh_since(
+                &self.stores.endpoints,
+                Instant::now(),
+                Duration::from_secs(5),
+            )
+            .await
+        {
+            tracing::warn!(event = %event.id, error = %e, "endpoints not known to be current; dispatch retried");
+            return Outcome::Retry {
+                after: Duration::from_secs(1),
+            };
+        }
         let targets =
             self.directory
                 .matching(&event.r#type, &event.source, event.tenant.as_deref());
+        if !targets.is_empty() {
+            self.events.insert(delivery.stream_sequence, event);
+        }
         let trace = hookbus_telemetry::context_from_nats(&delivery.headers);
         let results = futures_util::future::join_all(targets.iter().map(|live| {
             self.enqueue(
@@ -285,6 +307,8 @@ impl Engine {
             created_at: Some(timestamp(now)),
             next_attempt_at: None,
             resend,
+            // The status was just recorded as queued, by this dispatch or by the one it repeats.
+            fresh: dedup,
         };
         let mut headers = HeaderMap::new();
         hookbus_telemetry::inject_into_nats(
@@ -325,6 +349,9 @@ impl Engine {
 
     /// The event a task refers to, from `EVENTS`.
     pub async fn event_at(&self, sequence: u64, id: &str) -> Result<Event, EventError> {
+        if let Some(event) = self.events.get(sequence, id) {
+            return Ok(event);
+        }
         let raw = self
             .stores
             .events
@@ -516,8 +543,11 @@ impl Engine {
                     Some(Ok(message)) => {
                         let engine = self.clone();
                         self.tracker.spawn(async move {
-                            engine.deliver(message).await;
+                            let written = engine.deliver(message).await;
                             drop(permit);
+                            if let Some(write) = written {
+                                engine.write_status(write).await;
+                            }
                         });
                     }
                     Some(Err(e)) => {
@@ -556,7 +586,7 @@ impl Engine {
     }
 
     /// One task, in a span that continues the event's trace from the task's headers.
-    async fn deliver(&self, message: jetstream::Message) {
+    async fn deliver(&self, message: jetstream::Message) -> Option<StatusWrite> {
         let span = tracing::debug_span!(
             "deliver",
             otel.kind = "consumer",
@@ -569,18 +599,18 @@ impl Engine {
         if let Some(headers) = &message.headers {
             hookbus_telemetry::set_parent_from_nats(&span, headers);
         }
-        self.deliver_task(message).instrument(span).await;
+        self.deliver_task(message).instrument(span).await
     }
 
     /// One task: skip it if it was delivered (unless it is a resend), else one attempt and what
     /// follows from its answer.
-    async fn deliver_task(&self, message: jetstream::Message) {
+    async fn deliver_task(&self, message: jetstream::Message) -> Option<StatusWrite> {
         let task = match DeliveryTask::decode(message.payload.clone()) {
             Ok(task) => task,
             Err(e) => {
                 tracing::error!(error = %e, "undecodable delivery task; dropped");
                 let _ = message.ack_with(AckKind::Term).await;
-                return;
+                return None;
             }
         };
         let span = tracing::Span::current();
@@ -590,16 +620,27 @@ impl Engine {
         let Some(live) = self.directory.get(&task.endpoint_id) else {
             // The endpoint was deleted: its tasks go with it.
             let _ = message.ack_with(AckKind::Term).await;
-            return;
+            return None;
         };
         if live.record.disabled {
             // Kept for when it is enabled again: the worker stops pulling, the task waits.
             let _ = message
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
                 .await;
-            return;
+            return None;
         }
-        let status = self.stores.status(&task.endpoint_id, &task.event_id).await;
+        // A fresh task's first delivery, first try: the dispatch just recorded it queued (its
+        // message id keeps it single), so there is no status to read. Retries, resends, recovered
+        // tasks and redeliveries read it: a resend or another copy may have delivered it.
+        let fresh = task.fresh
+            && task.attempt == 0
+            && !task.resend
+            && message.info().is_ok_and(|info| info.delivered == 1);
+        let status = if fresh {
+            Ok(None)
+        } else {
+            self.stores.status(&task.endpoint_id, &task.event_id).await
+        };
         let status = match status {
             Ok(status) => status,
             Err(e) => {
@@ -607,12 +648,12 @@ impl Engine {
                 let _ = message
                     .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                     .await;
-                return;
+                return None;
             }
         };
         if status.as_ref().is_some_and(|s| s.state == State::Delivered) && !task.resend {
             let _ = message.ack().await;
-            return;
+            return None;
         }
         let sequence = message
             .info()
@@ -635,13 +676,13 @@ impl Engine {
                 let _ = message
                     .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
                     .await;
-                return;
+                return None;
             }
             Err(EventError::Gone(permanent)) => {
                 let position = (sequence, made);
                 self.dead_letter_then_ack(&message, &task, position, &permanent, status.as_ref())
                     .await;
-                return;
+                return None;
             }
         };
         let now = unix_now();
@@ -650,7 +691,7 @@ impl Engine {
             event_type: task.event_type.clone(),
             stream_sequence: task.stream_sequence,
             attempts: 0,
-            created_at: now,
+            created_at: task.created_at.as_ref().map_or(now, |t| t.seconds),
             updated_at: now,
             last_error: None,
         });
@@ -670,6 +711,7 @@ impl Engine {
                 // The task itself is kept: tried again once the endpoint is enabled.
                 let mut again = task.clone();
                 again.attempt = 0;
+                again.fresh = false;
                 if let Err(e) = self
                     .publish_task(
                         &store::task_subject(&task.endpoint_id),
@@ -681,7 +723,7 @@ impl Engine {
                 {
                     tracing::warn!(error = %e, "cannot keep the task; redelivered instead");
                     let _ = message.ack_with(AckKind::Nak(None)).await;
-                    return;
+                    return None;
                 }
             }
             Verdict::Retry { after } => {
@@ -703,7 +745,7 @@ impl Engine {
                         if let Err(e) = self.schedule_retry(&task, made, delay, trace).await {
                             tracing::warn!(error = %e, "cannot schedule the retry; redelivering");
                             let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
-                            return;
+                            return None;
                         }
                     }
                     None => {
@@ -720,19 +762,30 @@ impl Engine {
                             Some(&record),
                         )
                         .await;
-                        return;
+                        return None;
                     }
                 }
             }
         }
+        // The status is a record and the dispatcher's dedup, not the task: the task is acked
+        // whether or not it is written, and it is written after the task's slot is free.
+        let _ = message.ack().await;
+        Some(StatusWrite {
+            endpoint: task.endpoint_id,
+            event: task.event_id,
+            status: record,
+        })
+    }
+
+    /// Writes a status record a delivery left to write; a failure is logged.
+    async fn write_status(&self, write: StatusWrite) {
         if let Err(e) = self
             .stores
-            .put_status(&task.endpoint_id, &task.event_id, &record)
+            .put_status(&write.endpoint, &write.event, &write.status)
             .await
         {
-            tracing::warn!(error = %e, "status not recorded");
+            tracing::warn!(endpoint = %write.endpoint, event = %write.event, error = %e, "status not recorded");
         }
-        let _ = message.ack().await;
     }
 
     /// Sends the task's event once and logs the attempt. `Err` is a task that cannot be sent:
@@ -836,6 +889,7 @@ impl Engine {
         let mut next = task.clone();
         next.attempt = made;
         next.resend = false;
+        next.fresh = false;
         next.next_attempt_at = Some(hookbus_proto::Timestamp {
             seconds: at.unix_timestamp(),
             nanos: at.nanosecond() as i32,
@@ -1064,6 +1118,13 @@ impl Engine {
             Err(e) => tracing::error!(endpoint, error = %e, "cannot disable endpoint"),
         }
     }
+}
+
+/// A status record a delivery leaves to be written once its task is acked and its slot free.
+struct StatusWrite {
+    endpoint: String,
+    event: String,
+    status: Status,
 }
 
 /// The consumer name egress dead letters carry (`dlq.egress.egress.tasks.<endpoint>`).

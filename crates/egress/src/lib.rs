@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod cache;
 pub mod config;
 pub mod crypto;
 pub mod deliver;

@@ -540,3 +540,67 @@ async fn an_endpoint_failing_for_disable_after_is_disabled_and_announced() {
     assert_eq!(receiver.count(), tries, "nothing more while disabled");
     egress.stop().await;
 }
+
+/// The dispatcher's check that its endpoints are current: it waits for the watch to apply what
+/// was stored before it was asked, and fails, rather than answer, when the watch cannot.
+#[tokio::test]
+async fn the_directory_is_current_only_once_its_watch_has_every_endpoint_stored_before() {
+    use async_nats::jetstream::kv;
+    use hookbus_egress::directory::Directory;
+    use prost::Message;
+
+    let nats = hookbus_testkit::NatsServer::start();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let bucket = js
+        .create_key_value(kv::Config {
+            bucket: "endpoints".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let directory = Directory::new();
+    let asked = tokio::time::Instant::now();
+    // An empty bucket: nothing to wait for.
+    directory
+        .fresh_since(&bucket, asked, Duration::from_secs(1))
+        .await
+        .unwrap();
+
+    let record = hookbus_proto::egress::v1::Endpoint {
+        id: "ep_1".into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        ..Default::default()
+    };
+    bucket
+        .put("ep_1", record.encode_to_vec().into())
+        .await
+        .unwrap();
+    let after_the_put = tokio::time::Instant::now();
+    // The check that answered `asked` covers nothing stored since.
+    let unwatched = directory
+        .fresh_since(&bucket, after_the_put, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(
+        unwatched.contains("has not reached revision 1"),
+        "{unwatched}"
+    );
+    assert!(directory.get("ep_1").is_none());
+
+    let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]);
+    let secrets =
+        std::sync::Arc::new(hookbus_egress::crypto::SecretBox::from_base64(&key).unwrap());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let follow = tokio::spawn(
+        directory
+            .clone()
+            .follow(bucket.clone(), secrets, shutdown.clone()),
+    );
+    directory
+        .fresh_since(&bucket, after_the_put, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(directory.get("ep_1").is_some(), "known once current");
+    shutdown.cancel();
+    follow.await.unwrap();
+}

@@ -84,7 +84,10 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     if postgres.is_some() {
         labels.push("inventory, PostgreSQL (the PostgreSQL server's CPU not counted)");
     }
-    labels.extend(["analytics, SQLite", "notifications, SQLite, the default rules"]);
+    labels.extend([
+        "analytics, SQLite",
+        "notifications, SQLite, the default rules",
+    ]);
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); labels.len()];
     let (js, args) = (&js, &args);
     let service = |service: &'static str, section: String, name: String| {
@@ -134,9 +137,12 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
                     format!("create a database on {server} (or pass --postgres none)")
                 })?;
             let result = async {
-                let run =
-                    service("inventory", format!("database_url = {url:?}\n"), name("postgres"))
-                        .await?;
+                let run = service(
+                    "inventory",
+                    format!("database_url = {url:?}\n"),
+                    name("postgres"),
+                )
+                .await?;
                 check_stock(&url, args.events).await?;
                 anyhow::Ok(run)
             }

@@ -53,10 +53,8 @@ impl Service {
             log,
             _dir: dir,
         };
-        let ready = tokio::time::timeout(
-            Duration::from_secs(30),
-            crate::dev::wait_until_ready(addr),
-        );
+        let ready =
+            tokio::time::timeout(Duration::from_secs(30), crate::dev::wait_until_ready(addr));
         tokio::select! {
             ready = ready => if ready.is_err() {
                 anyhow::bail!("hookbus {name} was not ready within 30 s:\n{}", service.log_tail());
