@@ -106,18 +106,12 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         };
         let own = || Usage::of(std::process::id()).map_or(0.0, |u| u.cpu);
         let cpu = own();
-        let raw = raw_pull_and_ack(
-            &js,
-            &name("raw"),
-            args.events,
-            first_sequence,
-            last_sequence,
-        )
-        .await?;
+        let raw =
+            raw_pull_and_ack(js, &name("raw"), args.events, first_sequence, last_sequence).await?;
         let raw = this(raw, own() - cpu);
         let cpu = own();
         let runtime =
-            runtime_noop(&client, &js, &args, &name("runtime"), start, last_sequence).await?;
+            runtime_noop(&client, js, args, &name("runtime"), start, last_sequence).await?;
         let runtime = this(runtime, own() - cpu);
         let dir = tempfile::tempdir()?;
         let database = |file: &str| {

@@ -182,7 +182,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         run_id
     };
     // Warm-up of each, unmeasured.
-    raw_publish(&js, &args, next_run(), args.warmup).await?;
+    raw_publish(&js, &args, args.js_in_flight, next_run(), args.warmup).await?;
     loadgen::run(
         empty_addr,
         args.concurrency,
@@ -198,10 +198,14 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     )
     .await?;
 
-    let (mut raw, mut http, mut ing) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut raw, mut raw_shallow, mut http, mut ing) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=args.rounds {
         purge(&js).await?;
-        raw.push(raw_publish(&js, &args, next_run(), args.duration).await?);
+        raw.push(raw_publish(&js, &args, args.js_in_flight, next_run(), args.duration).await?);
+        purge(&js).await?;
+        raw_shallow
+            .push(raw_publish(&js, &args, args.concurrency, next_run(), args.duration).await?);
         http.push(
             loadgen::run(
                 empty_addr,
@@ -222,9 +226,11 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
             .await?,
         );
         eprintln!(
-            "round {round}/{}: raw JetStream {:.0}/s, empty handler {:.0}/s, ingress {:.0}/s",
+            "round {round}/{}: raw JetStream {:.0}/s ({:.0}/s at {} in flight), empty handler {:.0}/s, ingress {:.0}/s",
             args.rounds,
             raw[round - 1].rate(),
+            raw_shallow[round - 1].rate(),
+            args.concurrency,
             http[round - 1].rate(),
             ing[round - 1].rate()
         );
@@ -233,6 +239,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     ingress.await??;
 
     let mut raw = median(raw);
+    let mut raw_shallow = median(raw_shallow);
     let mut http = median(http);
     let mut ing = median(ing);
     let (r_js, r_http, r_ing) = (raw.rate(), http.rate(), ing.rate());
@@ -263,6 +270,14 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
             args.js_in_flight
         ))
     )?;
+    writeln!(
+        out,
+        "{}",
+        raw_shallow.row(&format!(
+            "raw JetStream publish, {} acks in flight, the most the ingress has (R_js,{})",
+            args.concurrency, args.concurrency
+        ))
+    )?;
     writeln!(out, "{}", http.row("empty HTTP handler (R_http)"))?;
     writeln!(out, "{}", ing.row("ingress"))?;
     writeln!(out)?;
@@ -270,9 +285,18 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     writeln!(out, "ingress / L = {:.2} (target ≥ 0.70)  ", r_ing / limit)?;
     writeln!(
         out,
-        "ingress / R_http = {:.2}, ingress / R_js = {:.2}",
+        "ingress / R_http = {:.2}, ingress / R_js = {:.2}  ",
         r_ing / r_http,
         r_ing / r_js
+    )?;
+    let shallow_limit = 1.0 / (1.0 / r_http + 1.0 / raw_shallow.rate());
+    writeln!(
+        out,
+        "At the ingress's depth: L_{} = 1/(1/R_http + 1/R_js,{}) = {shallow_limit:.0}/s, ingress / L_{} = {:.2}",
+        args.concurrency,
+        args.concurrency,
+        args.concurrency,
+        r_ing / shallow_limit
     )?;
     Ok(out)
 }
@@ -327,10 +351,11 @@ async fn purge(js: &jetstream::Context) -> anyhow::Result<()> {
 }
 
 /// Publishes events like the ingress's (same envelope, body size and headers) straight to
-/// JetStream, keeping `js_in_flight` PubAcks outstanding.
+/// JetStream, keeping `depth` PubAcks outstanding.
 async fn raw_publish(
     js: &jetstream::Context,
     args: &Args,
+    depth: usize,
     run: u64,
     duration: Duration,
 ) -> anyhow::Result<RunStats> {
@@ -378,7 +403,7 @@ async fn raw_publish(
             .send_publish("events.bench.orders.create", message)
             .await?;
         in_flight.push(async move { (sent, ack.await) });
-        while in_flight.len() >= args.js_in_flight {
+        while in_flight.len() >= depth {
             if let Some(result) = in_flight.next().await {
                 record(result);
             }
