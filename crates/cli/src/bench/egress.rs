@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Events per round into the sink that answers at once.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = 20_000)]
     events: usize,
     /// Events per round into the sink that answers after 50 ms.
     #[arg(long, default_value_t = 2_000)]
