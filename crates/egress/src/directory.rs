@@ -72,9 +72,9 @@ pub struct Directory {
     endpoints: RwLock<HashMap<String, Arc<Live>>>,
     /// The last bucket revision applied; bumped on every change.
     revision: watch::Sender<u64>,
-    /// When the last check that the watch had applied the whole bucket began; held while a
-    /// check runs ([`Directory::fresh_since`]).
-    checked: tokio::sync::Mutex<Option<Instant>>,
+    /// When the last check that the watch had applied the whole bucket began, and how it
+    /// ended; held while a check runs ([`Directory::fresh_since`]).
+    checked: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
 impl Directory {
@@ -91,7 +91,7 @@ impl Directory {
     /// endpoint whose creation was answered before the event was stored is then known when the
     /// event is dispatched, on every replica, however late this replica's watch is. One check
     /// runs at a time (the bucket's last revision from its stream leader, then a wait for the
-    /// watch), and each answers every caller that came before it began.
+    /// watch), and each answers, success or failure, every caller that came before it began.
     pub async fn fresh_since(
         &self,
         bucket: &kv::Store,
@@ -99,24 +99,32 @@ impl Directory {
         within: Duration,
     ) -> Result<(), String> {
         let mut checked = self.checked.lock().await;
-        if checked.is_some_and(|at| at >= since) {
-            return Ok(());
+        if let Some((began, outcome)) = checked.as_ref()
+            && *began >= since
+        {
+            return outcome.clone();
         }
         let began = Instant::now();
-        let last = match tokio::time::timeout(within, bucket.stream.get_info()).await {
-            // An emptied bucket (its stream purged) leaves nothing to wait for.
-            Ok(Ok(info)) if info.state.messages == 0 => 0,
-            Ok(Ok(info)) => info.state.last_sequence,
-            Ok(Err(e)) => return Err(format!("endpoints bucket unreadable: {e}")),
-            Err(_) => return Err(format!("endpoints bucket: no answer within {within:?}")),
-        };
-        if !self.caught_up(last, within).await {
-            return Err(format!(
-                "the endpoint watch has not reached revision {last} within {within:?}"
-            ));
+        let deadline = began + within;
+        let outcome = async {
+            let last = match tokio::time::timeout_at(deadline, bucket.stream.get_info()).await {
+                // An emptied bucket (its stream purged) leaves nothing to wait for.
+                Ok(Ok(info)) if info.state.messages == 0 => 0,
+                Ok(Ok(info)) => info.state.last_sequence,
+                Ok(Err(e)) => return Err(format!("endpoints bucket unreadable: {e}")),
+                Err(_) => return Err(format!("endpoints bucket: no answer within {within:?}")),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.caught_up(last, left).await {
+                return Err(format!(
+                    "the endpoint watch has not reached revision {last} within {within:?}"
+                ));
+            }
+            Ok(())
         }
-        *checked = Some(began);
-        Ok(())
+        .await;
+        *checked = Some((began, outcome.clone()));
+        outcome
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Live>> {

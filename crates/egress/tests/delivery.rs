@@ -586,6 +586,15 @@ async fn the_directory_is_current_only_once_its_watch_has_every_endpoint_stored_
         "{unwatched}"
     );
     assert!(directory.get("ep_1").is_none());
+    // A caller that came before that check began shares its answer, without a check of its own.
+    let shared = tokio::time::Instant::now();
+    assert_eq!(
+        directory
+            .fresh_since(&bucket, after_the_put, Duration::from_secs(5))
+            .await,
+        Err(unwatched)
+    );
+    assert!(shared.elapsed() < Duration::from_millis(200));
 
     let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]);
     let secrets =
@@ -597,7 +606,7 @@ async fn the_directory_is_current_only_once_its_watch_has_every_endpoint_stored_
             .follow(bucket.clone(), secrets, shutdown.clone()),
     );
     directory
-        .fresh_since(&bucket, after_the_put, Duration::from_secs(5))
+        .fresh_since(&bucket, tokio::time::Instant::now(), Duration::from_secs(5))
         .await
         .unwrap();
     assert!(directory.get("ep_1").is_some(), "known once current");

@@ -3,9 +3,10 @@
 //! process, beside two baselines measured in this process in the same run on the same stream: the
 //! raw pull-and-ack rate of a plain JetStream pull consumer (`R_raw`), and the consumer runtime
 //! with a handler that only acks (`R_runtime`). Every scenario consumes the same preloaded orders
-//! through a new durable consumer that starts at the first of them; its clock runs from the
-//! consumer's creation until the server's ack floor has passed the last order. Each also reports
-//! the CPU time its process spent per 1,000 orders, and the services their peak RSS.
+//! through a new durable consumer that starts at the first of them (a service's, whose
+//! configuration takes a time, at the second before it); its clock runs from the consumer's
+//! creation until the server's ack floor has passed the last order. Each also reports the CPU
+//! time its process spent per 1,000 orders, and the services their peak RSS.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -15,12 +16,12 @@ use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use hookbus_bus::{ConsumerSpec, NatsConfig, Outcome, StartPosition};
-
-use super::process::{Service, Usage};
 use hookbus_proto::commerce::v1::{LineItem, Money, OrderCreated};
 use hookbus_proto::v1::Event;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
+
+use super::process::{Service, Usage};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -9,7 +9,7 @@
 //! - Then open-loop load at fractions of the highest end-to-end rate: each request's latency to
 //!   the consumer's handler and to the subscriber, from the moment it was sent.
 //! - CPU-seconds per 1,000 events and peak RSS of each process: the ingress, the egress, the
-//!   nats-server, and this one, over the whole run.
+//!   nats-server, and this one, from the egress's start to the end of the last load.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
