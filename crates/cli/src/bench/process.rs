@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 pub(super) struct Service {
-    pub name: &'static str,
+    name: &'static str,
     pub addr: SocketAddr,
     child: tokio::process::Child,
     log: PathBuf,
@@ -21,10 +21,8 @@ impl Service {
     /// 127.0.0.1, set through the environment) and waits until its `/readyz` answers 200.
     pub async fn start(name: &'static str, config: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let addr = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-            probe.local_addr()?
-        };
+        // Below the ephemeral range and claimed, so no other process's socket takes it meanwhile.
+        let addr = SocketAddr::from(([127, 0, 0, 1], hookbus_testkit::free_port()));
         let path = dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, config)?;
         let log = dir.path().join(format!("{name}.log"));
@@ -119,7 +117,7 @@ impl Usage {
 }
 
 /// utime + stime from `/proc/<pid>/stat`, at the usual 100 ticks per second.
-pub(super) fn cpu_seconds(pid: u32) -> Option<f64> {
+fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
@@ -127,7 +125,7 @@ pub(super) fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// `VmHWM` from `/proc/<pid>/status`.
-pub(super) fn peak_kib(pid: u32) -> Option<u64> {
+fn peak_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
