@@ -24,8 +24,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::dispatch::Queue;
 use crate::engine::{DLQ_CONSUMER, Engine, EventError, timestamp, unix_now};
-use crate::store::{self, State as TaskState};
+use crate::records::{self, RecordError, valid_id};
+use crate::store::{self, State as TaskState, StoreError};
 
 pub struct ApiState {
     pub engine: Arc<Engine>,
@@ -79,12 +81,14 @@ impl ApiError {
         }
     }
 
-    fn internal(message: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %message, "egress API failure");
+    /// A failure of the egress or its broker: the cause goes to the log, the client gets a
+    /// generic answer to try again.
+    fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "egress API failure");
         Self {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "unavailable",
-            message: format!("the broker did not complete the request: {message}"),
+            message: "the egress could not complete the request; try again".into(),
             field: None,
         }
     }
@@ -420,69 +424,37 @@ impl From<EventError> for ApiError {
     }
 }
 
+impl From<RecordError> for ApiError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::NotFound(id) => not_found(&id),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::internal(e)
+    }
+}
+
 fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("no endpoint {id}"))
 }
 
 /// The endpoint record in the bucket.
 async fn load(engine: &Engine, id: &str) -> ApiResult<(Endpoint, u64)> {
-    if !valid_id(id) {
-        return Err(not_found(id));
-    }
-    match engine.stores.endpoints.entry(id).await {
-        Ok(Some(entry)) if entry.operation == async_nats::jetstream::kv::Operation::Put => {
-            let record = Endpoint::decode(entry.value).map_err(ApiError::internal)?;
-            Ok((record, entry.revision))
-        }
-        Ok(_) => Err(not_found(id)),
-        Err(e) => Err(ApiError::internal(e)),
-    }
+    Ok(records::load(&engine.stores.endpoints, id).await?)
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
-/// Changes an endpoint record with `change` (which returns whether it changed anything), with
-/// optimistic concurrency; `None` when nothing changed. Waits until this replica's directory
-/// has the new record.
-pub async fn update_record(
+/// Changes an endpoint record (see [`records::update`]).
+async fn update_record(
     engine: &Engine,
     id: &str,
-    mut change: impl FnMut(&mut Endpoint) -> bool,
+    change: impl FnMut(&mut Endpoint) -> bool,
 ) -> ApiResult<Option<Endpoint>> {
-    for _ in 0..10 {
-        let (mut record, revision) = load(engine, id).await?;
-        if !change(&mut record) {
-            return Ok(None);
-        }
-        record.updated_at = Some(timestamp(unix_now()));
-        match engine
-            .stores
-            .endpoints
-            .update(id, record.encode_to_vec().into(), revision)
-            .await
-        {
-            Ok(new_revision) => {
-                engine
-                    .directory
-                    .caught_up(new_revision, Duration::from_secs(5))
-                    .await;
-                return Ok(Some(record));
-            }
-            Err(e) if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision => {
-                continue;
-            }
-            Err(e) => return Err(ApiError::internal(e)),
-        }
-    }
-    Err(ApiError::internal(format!(
-        "endpoint {id} kept changing; try again"
-    )))
+    Ok(records::update(&engine.stores.endpoints, &engine.directory, id, change).await?)
 }
 
 /// Create an endpoint.
@@ -641,6 +613,10 @@ async fn update_endpoint(
     })
     .await?
     .ok_or_else(|| not_found(&id))?;
+    if patch.disabled == Some(false) {
+        // What was held while it was disabled follows.
+        engine.release_held(&id).await?;
+    }
     Ok(Json(out(&record, engine.settings.default_max_in_flight)))
 }
 
@@ -656,17 +632,16 @@ async fn delete_endpoint(State(state): AppState, Path(id): Path<String>) -> ApiR
         .delete_expect_revision(&id, Some(revision))
         .await
         .map_err(ApiError::internal)?;
-    // This replica's workers stop once its directory no longer has the endpoint.
+    // Deliveries on this replica stop once its directory no longer has the endpoint.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while engine.directory.get(&id).is_some() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let _ = engine
-        .stores
-        .tasks
-        .delete_consumer(&store::worker_name(&id))
-        .await;
-    for filter in [store::task_subject(&id), format!("egress.retry.{id}.*")] {
+    for filter in [
+        engine.task_subject(&id),
+        format!("egress.retry.{id}.*"),
+        store::held_subject(&id),
+    ] {
         engine
             .stores
             .tasks
@@ -973,27 +948,21 @@ async fn resend(
             "no event {event_id} for endpoint {id}"
         )));
     }
-    let status = engine
-        .stores
-        .status(&id, &event_id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "event {event_id} was never queued for endpoint {id}"
-            ))
-        })?;
+    let status = engine.stores.status(&id, &event_id).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "event {event_id} was never queued for endpoint {id}"
+        ))
+    })?;
     let event = engine.event_at(status.stream_sequence, &event_id).await?;
     engine
         .enqueue(
             &id,
             &event,
             status.stream_sequence,
-            (true, false),
+            Queue::Resend,
             &Default::default(),
         )
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(Queued { queued: 1 })))
 }
 
@@ -1021,11 +990,7 @@ async fn recover(
             .map_err(|e| ApiError::invalid("since", format!("not an RFC 3339 time: {e}")))?
             .unix_timestamp();
     load(engine, &id).await?;
-    let statuses = engine
-        .stores
-        .statuses_of(&id)
-        .await
-        .map_err(ApiError::internal)?;
+    let statuses = engine.stores.statuses_of(&id).await?;
     let mut queued = 0;
     for (event_id, status) in statuses {
         if status.created_at < since || status.state == TaskState::Delivered {
@@ -1044,11 +1009,10 @@ async fn recover(
                 &id,
                 &event,
                 status.stream_sequence,
-                (false, false),
+                Queue::Again,
                 &Default::default(),
             )
-            .await
-            .map_err(ApiError::internal)?;
+            .await?;
         queued += 1;
     }
     Ok((StatusCode::ACCEPTED, Json(Queued { queued })))
@@ -1147,11 +1111,10 @@ async fn retry_dead_letter(
             &task.endpoint_id,
             &event,
             task.stream_sequence,
-            (false, false),
+            Queue::Again,
             &Default::default(),
         )
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     dlq.delete_message(id).await.map_err(ApiError::internal)?;
     Ok((StatusCode::ACCEPTED, Json(Queued { queued: 1 })))
 }

@@ -77,9 +77,18 @@ pub struct EgressConfig {
     pub start: StartPosition,
     /// Events the dispatcher fans out at once.
     pub dispatch_concurrency: usize,
-    /// The most endpoints there can be: each has a durable consumer on `EGRESS_TASKS`, and this
-    /// is that stream's consumer limit (nats-server 2.15 defaults it to 1,000).
-    pub max_endpoints: i32,
+    /// Task partitions: each is one durable consumer on `EGRESS_TASKS`, owned by one replica at a
+    /// time. Fixed once the stream exists (every endpoint's tasks are on its partition's subject).
+    pub partitions: u16,
+    /// Tasks of one endpoint that may wait at its owner beyond its `max_in_flight`; more are
+    /// parked (acked and stored as a message schedule for when the endpoint has room).
+    pub endpoint_buffer: u32,
+    /// The server's limit on a partition's delivered, unsettled tasks (its `max_ack_pending`).
+    pub partition_max_ack_pending: i64,
+    /// A replica that has not shown itself alive for this long loses its partitions to the
+    /// others: the lifetime of its entry in `egress_replicas` and its partitions' pin.
+    #[serde(with = "duration")]
+    pub replica_timeout: Duration,
 }
 
 impl Default for EgressConfig {
@@ -104,7 +113,10 @@ impl Default for EgressConfig {
             dispatcher: "egress-dispatcher".into(),
             start: StartPosition::New,
             dispatch_concurrency: 128,
-            max_endpoints: 100_000,
+            partitions: 64,
+            endpoint_buffer: 8,
+            partition_max_ack_pending: 4096,
+            replica_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -176,11 +188,27 @@ impl EgressConfig {
                 self.default_max_in_flight as usize,
             ),
             ("egress.dispatch_concurrency", self.dispatch_concurrency),
-            ("egress.max_endpoints", self.max_endpoints.max(0) as usize),
+            ("egress.partitions", usize::from(self.partitions)),
+            (
+                "egress.partition_max_ack_pending",
+                self.partition_max_ack_pending.max(0) as usize,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be more than 0"));
             }
+        }
+        if self.partitions > 1024 {
+            return Err(ConfigError::invalid(
+                "egress.partitions",
+                "must be at most 1024",
+            ));
+        }
+        if self.replica_timeout < Duration::from_secs(2) {
+            return Err(ConfigError::invalid(
+                "egress.replica_timeout",
+                "must be at least 2s",
+            ));
         }
         if self.request_timeout.is_zero() {
             return Err(ConfigError::invalid(
@@ -203,6 +231,12 @@ impl EgressConfig {
             allow_private_networks: self.allow_private_networks,
             allowed_subnets: self.allowed_subnets.clone(),
         }
+    }
+
+    /// How long one pull of a partition's tasks lasts: well inside `replica_timeout`, the pin's
+    /// lifetime without a pull.
+    pub fn pull_expiry(&self) -> Duration {
+        (self.replica_timeout / 4).max(Duration::from_millis(500))
     }
 
     /// The broker's ack deadline for a delivery task: always longer than the request, so a slow

@@ -75,6 +75,8 @@ pub struct Directory {
     /// When the last check that the watch had applied the whole bucket began, and how it
     /// ended; held while a check runs ([`Directory::fresh_since`]).
     checked: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+    /// How many of the endpoints are disabled.
+    pub disabled: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Directory {
@@ -83,6 +85,7 @@ impl Directory {
             endpoints: RwLock::default(),
             revision: watch::Sender::new(0),
             checked: tokio::sync::Mutex::new(None),
+            disabled: Default::default(),
         })
     }
 
@@ -169,6 +172,7 @@ impl Directory {
 
     fn apply(&self, entry: &kv::Entry, secrets: &SecretBox) {
         let mut endpoints = self.endpoints.write().expect("not poisoned");
+        let was_disabled = endpoints.get(&entry.key).is_some_and(|l| l.record.disabled);
         match entry.operation {
             kv::Operation::Put => match Endpoint::decode(entry.value.clone())
                 .map_err(|e| e.to_string())
@@ -185,6 +189,16 @@ impl Directory {
             kv::Operation::Delete | kv::Operation::Purge => {
                 endpoints.remove(&entry.key);
             }
+        }
+        let disabled = endpoints.get(&entry.key).is_some_and(|l| l.record.disabled);
+        match (was_disabled, disabled) {
+            (false, true) => {
+                self.disabled.inc();
+            }
+            (true, false) => {
+                self.disabled.dec();
+            }
+            _ => {}
         }
         drop(endpoints);
         self.revision

@@ -2,11 +2,14 @@
 //!
 //! - [`api`]: the management API (endpoints, secrets, messages, attempts, resend, recover, dead
 //!   letters) and its OpenAPI document.
-//! - [`directory`]: the endpoints, kept in a JetStream KV bucket that every replica watches.
-//! - [`engine`]: the dispatcher (events → one task per matching endpoint) and one worker flow
-//!   per endpoint, with retries stored as message schedules.
+//! - [`records`] and [`directory`]: the endpoint records in a JetStream KV bucket, and the
+//!   in-memory copy every replica keeps by watching it.
+//! - [`dispatch`]: events → one task per matching endpoint, on the endpoint's partition.
+//! - [`flows`]: the partitions shared among the replicas, and per-endpoint queues and limits.
+//! - [`delivery`], [`health`]: one task's attempt and what follows from its answer.
 //! - [`deliver`], [`schedule`], [`ssrf`], [`endpoint`]: one signed attempt and the meaning of
 //!   its answer, the retry schedule, the address checks, and which endpoints an event goes to.
+//! - [`engine`], [`store`]: what all of these share, and the streams and buckets they use.
 
 #![forbid(unsafe_code)]
 
@@ -15,9 +18,14 @@ mod cache;
 pub mod config;
 pub mod crypto;
 pub mod deliver;
+mod delivery;
 pub mod directory;
+pub mod dispatch;
 pub mod endpoint;
 pub mod engine;
+pub mod flows;
+mod health;
+pub mod records;
 pub mod schedule;
 pub mod ssrf;
 pub mod store;
@@ -79,7 +87,7 @@ pub async fn run_with_lookup(
         settings.retention,
         replicas,
         hookbus_bus::EVENTS_STREAM,
-        settings.max_endpoints,
+        (settings.partitions, settings.replica_timeout),
     )
     .await?;
 
@@ -140,21 +148,31 @@ pub async fn run_with_lookup(
     );
     sub.register(
         "tasks_waiting",
-        "Tasks queued for an endpoint and not yet taken by its worker",
+        "Tasks waiting in an endpoint's queue at the replica that owns its partition",
         metrics.waiting.clone(),
     );
     sub.register(
         "tasks_in_flight",
-        "Tasks an endpoint's worker has taken and not yet settled",
+        "Tasks of an endpoint started and not yet settled, at the replica that owns its partition",
         metrics.in_flight.clone(),
     );
-    let reporter = tokio::spawn(
-        engine
-            .clone()
-            .report_waiting(Duration::from_secs(5), shutdown.clone()),
+    sub.register(
+        "tasks_parked",
+        "Tasks parked as a schedule because their endpoint had no room",
+        metrics.parked.clone(),
+    );
+    sub.register(
+        "tasks_held",
+        "Tasks held because their endpoint is disabled",
+        metrics.held.clone(),
+    );
+    sub.register(
+        "partitions_owned",
+        "Task partitions this replica owns",
+        metrics.partitions_owned.clone(),
     );
 
-    let supervisor = tokio::spawn(engine.clone().supervise(shutdown.clone()));
+    let flows = tokio::spawn(flows::run(engine.clone(), shutdown.clone()));
     let mut spec = ConsumerSpec::new(settings.dispatcher.clone(), &["events.>"])
         .start(settings.start)
         .concurrency(settings.dispatch_concurrency)
@@ -196,8 +214,7 @@ pub async fn run_with_lookup(
     )
     .await?;
     dispatcher.await??;
-    supervisor.await?;
-    reporter.await?;
+    flows.await?;
     Ok(())
 }
 

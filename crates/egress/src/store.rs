@@ -4,9 +4,13 @@
 //! - KV `egress_status`: one JSON [`Status`] per (endpoint, event), key `<endpoint>.<event>`,
 //!   kept for the retention period. It is the dispatcher's dedup and what `recover` reads.
 //! - KV `egress_health`: since when an endpoint has been failing, for `disable_after`.
-//! - Stream `EGRESS_TASKS`: tasks on `egress.tasks.<endpoint>`, and retries waiting on
-//!   `egress.retry.<endpoint>.<event>` as message schedules that the server publishes onto the
-//!   endpoint's task subject when they are due.
+//! - KV `egress_replicas`: one key per running replica, refreshed while it lives; the replicas
+//!   share the task partitions among the keys present.
+//! - Stream `EGRESS_TASKS`: tasks on `egress.tasks.<partition>.<endpoint>` (the partition is
+//!   [`partition_of`] the endpoint id), one durable consumer per partition; retries and parked
+//!   tasks waiting on `egress.retry.<endpoint>.<event>` as message schedules that the server
+//!   publishes onto the task subject when they are due; tasks of a disabled endpoint held on
+//!   `egress.held.<endpoint>` until it is enabled.
 //! - Stream `EGRESS_ATTEMPTS`: one protobuf `DeliveryAttempt` per try, `egress.attempts.<endpoint>`.
 
 use std::time::Duration;
@@ -20,9 +24,42 @@ pub const STATUS_BUCKET: &str = "egress_status";
 pub const HEALTH_BUCKET: &str = "egress_health";
 pub const TASKS_STREAM: &str = "EGRESS_TASKS";
 pub const ATTEMPTS_STREAM: &str = "EGRESS_ATTEMPTS";
+pub const REPLICAS_BUCKET: &str = "egress_replicas";
+/// The priority group every partition consumer pins one replica in.
+pub const PRIORITY_GROUP: &str = "egress";
+/// Where `EGRESS_TASKS` records the partition count its subjects were laid out for.
+const PARTITIONS_METADATA: &str = "hookbus.partitions";
 
-pub fn task_subject(endpoint: &str) -> String {
-    format!("egress.tasks.{endpoint}")
+/// The partition of an endpoint: FNV-1a (64 bit) of its id, modulo `partitions`. Stable across
+/// versions and replicas, since the task subjects are laid out by it.
+pub fn partition_of(endpoint: &str, partitions: u16) -> u16 {
+    (fnv1a(endpoint.as_bytes()) % u64::from(partitions.max(1))) as u16
+}
+
+/// FNV-1a, 64 bit.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+pub fn task_subject(partition: u16, endpoint: &str) -> String {
+    format!("egress.tasks.{partition}.{endpoint}")
+}
+
+/// What one partition's consumer reads.
+pub fn partition_filter(partition: u16) -> String {
+    format!("egress.tasks.{partition}.*")
+}
+
+/// The durable consumer of one partition.
+pub fn partition_consumer(partition: u16) -> String {
+    format!("egress-p{partition}")
+}
+
+/// Where a disabled endpoint's tasks wait until it is enabled.
+pub fn held_subject(endpoint: &str) -> String {
+    format!("egress.held.{endpoint}")
 }
 
 pub fn retry_subject(endpoint: &str, event: &str) -> String {
@@ -37,9 +74,21 @@ pub fn status_key(endpoint: &str, event: &str) -> String {
     format!("{endpoint}.{event}")
 }
 
-/// The durable consumer of one endpoint's tasks.
-pub fn worker_name(endpoint: &str) -> String {
-    format!("egress-{endpoint}")
+/// A broker write that did not complete.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {reason}")]
+pub struct StoreError {
+    pub what: &'static str,
+    pub reason: String,
+}
+
+impl StoreError {
+    pub fn new(what: &'static str, reason: impl std::fmt::Display) -> Self {
+        Self {
+            what,
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// Where a task for one (endpoint, event) stands.
@@ -75,6 +124,7 @@ pub struct Stores {
     pub endpoints: kv::Store,
     pub status: kv::Store,
     pub health: kv::Store,
+    pub replicas: kv::Store,
     pub tasks: stream::Stream,
     pub attempts: stream::Stream,
     pub events: stream::Stream,
@@ -116,24 +166,29 @@ impl Stores {
         retention: Duration,
         replicas: usize,
         events: &str,
-        max_endpoints: i32,
+        (partitions, replica_timeout): (u16, Duration),
     ) -> Result<Self, ProvisionError> {
+        check_layout(&js, partitions).await?;
         hookbus_bus::streams::ensure_stream(
             &js,
             stream::Config {
                 name: TASKS_STREAM.into(),
-                description: Some("egress delivery tasks and scheduled retries".into()),
-                subjects: vec!["egress.tasks.*".into(), "egress.retry.*.*".into()],
+                description: Some("egress delivery tasks, scheduled retries and held tasks".into()),
+                subjects: vec![
+                    "egress.tasks.*.*".into(),
+                    "egress.retry.*.*".into(),
+                    "egress.held.*".into(),
+                ],
                 storage: stream::StorageType::File,
                 retention: stream::RetentionPolicy::Limits,
                 max_age: retention,
                 num_replicas: replicas,
                 allow_message_schedules: true,
                 allow_message_ttl: true,
-                // One durable consumer per endpoint. nats-server 2.15 limits a stream to 1,000
-                // consumers unless it sets its own limit (and -1 does not mean unlimited there).
-                max_consumers: max_endpoints,
+                // One durable consumer per partition, and room for a few readers beside them.
+                max_consumers: i32::from(partitions) + 64,
                 duplicate_window: Duration::from_secs(120),
+                metadata: [(PARTITIONS_METADATA.to_owned(), partitions.to_string())].into(),
                 ..Default::default()
             },
         )
@@ -155,6 +210,7 @@ impl Stores {
         let endpoints = bucket(&js, ENDPOINTS_BUCKET, Duration::ZERO, replicas).await?;
         let status = bucket(&js, STATUS_BUCKET, retention, replicas).await?;
         let health = bucket(&js, HEALTH_BUCKET, Duration::ZERO, replicas).await?;
+        let replicas_bucket = bucket(&js, REPLICAS_BUCKET, replica_timeout, replicas).await?;
         let get = |name: &'static str| {
             let js = js.clone();
             async move {
@@ -174,23 +230,25 @@ impl Stores {
             endpoints,
             status,
             health,
+            replicas: replicas_bucket,
             tasks,
             attempts,
             events,
         })
     }
 
-    pub async fn status(&self, endpoint: &str, event: &str) -> Result<Option<Status>, String> {
+    pub async fn status(&self, endpoint: &str, event: &str) -> Result<Option<Status>, StoreError> {
+        let what = "read a status record";
         match self
             .status
             .get(status_key(endpoint, event))
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| StoreError::new(what, e))?
         {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|e| format!("status record {endpoint}.{event}: {e}")),
+                .map_err(|e| StoreError::new(what, format!("{endpoint}.{event}: {e}"))),
         }
     }
 
@@ -199,13 +257,13 @@ impl Stores {
         endpoint: &str,
         event: &str,
         status: &Status,
-    ) -> Result<(), String> {
-        let bytes = serde_json::to_vec(status).map_err(|e| e.to_string())?;
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(status).map_err(|e| StoreError::new("status", e))?;
         self.status
             .put(status_key(endpoint, event), bytes.into())
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| StoreError::new("write a status record", e))
     }
 
     /// Creates the record only if there is none; `false` when one was there.
@@ -214,8 +272,8 @@ impl Stores {
         endpoint: &str,
         event: &str,
         status: &Status,
-    ) -> Result<bool, String> {
-        let bytes = serde_json::to_vec(status).map_err(|e| e.to_string())?;
+    ) -> Result<bool, StoreError> {
+        let bytes = serde_json::to_vec(status).map_err(|e| StoreError::new("status", e))?;
         match self
             .status
             .create(status_key(endpoint, event), bytes.into())
@@ -223,19 +281,20 @@ impl Stores {
         {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(StoreError::new("create a status record", e)),
         }
     }
 
     /// Every status record of one endpoint, with its event id.
-    pub async fn statuses_of(&self, endpoint: &str) -> Result<Vec<(String, Status)>, String> {
+    pub async fn statuses_of(&self, endpoint: &str) -> Result<Vec<(String, Status)>, StoreError> {
         let prefix = format!("$KV.{STATUS_BUCKET}.{endpoint}.");
         let records = read_all(
             &self.status.stream,
             format!("{prefix}*"),
             jetstream::consumer::DeliverPolicy::LastPerSubject,
         )
-        .await?;
+        .await
+        .map_err(|e| StoreError::new("read the status records", e))?;
         Ok(records
             .into_iter()
             .filter_map(|message| {
@@ -255,12 +314,40 @@ impl Stores {
     }
 }
 
+/// Refuses a task stream laid out otherwise: by another partition count (every endpoint's tasks
+/// would be on another partition's subject), or one consumer per endpoint (before partitions).
+async fn check_layout(js: &jetstream::Context, partitions: u16) -> Result<(), ProvisionError> {
+    let Ok(mut existing) = js.get_stream(TASKS_STREAM).await else {
+        return Ok(());
+    };
+    let config = &existing
+        .info()
+        .await
+        .map_err(|e| provision(TASKS_STREAM)(e.to_string()))?
+        .config;
+    let refuse = |reason: String| Err(provision(TASKS_STREAM)(reason));
+    match config.metadata.get(PARTITIONS_METADATA) {
+        Some(found) if *found == partitions.to_string() => Ok(()),
+        Some(found) => refuse(format!(
+            "was laid out for egress.partitions = {found}, and egress.partitions is \
+             {partitions}; set it back to {found} (the partition count is fixed once the \
+             stream exists)"
+        )),
+        None if config.subjects.iter().any(|s| s == "egress.tasks.*") => refuse(
+            "holds the tasks of an earlier egress (one consumer per endpoint); once its \
+             tasks are delivered, delete it (`nats stream rm EGRESS_TASKS`) and start again"
+                .into(),
+        ),
+        None => Ok(()),
+    }
+}
+
 /// Every message on `filter` in `stream` (from `deliver`), read with an ephemeral consumer.
 pub async fn read_all(
     stream: &stream::Stream,
     filter: String,
     deliver: jetstream::consumer::DeliverPolicy,
-) -> Result<Vec<async_nats::Message>, String> {
+) -> Result<Vec<jetstream::Message>, String> {
     use futures_util::StreamExt;
     let mut consumer = stream
         .create_consumer(jetstream::consumer::pull::Config {
@@ -288,7 +375,7 @@ pub async fn read_all(
             .map_err(|e| e.to_string())?;
         let before = found.len();
         while let Some(message) = batch.next().await {
-            found.push(message.map_err(|e| e.to_string())?.message);
+            found.push(message.map_err(|e| e.to_string())?);
         }
         if found.len() == before {
             break;

@@ -477,15 +477,15 @@ async fn recover_resend_and_delete() {
         )
         .await;
     let queued = egress.message("bad", json!({"n": 3}), None).await;
-    // Wait until the dispatcher has queued it (the newest task on the endpoint's subject).
+    // Wait until it is held: a disabled endpoint's tasks wait on its held subject.
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let tasks = js.get_stream("EGRESS_TASKS").await.unwrap();
-    let subject = format!("egress.tasks.{endpoint}");
-    eventually(WAIT, "the task queued", || async {
+    let held = format!("egress.held.{endpoint}");
+    eventually(WAIT, "the task held", || async {
         use prost::Message;
         tasks
-            .get_last_raw_message_by_subject(&subject)
+            .get_last_raw_message_by_subject(&held)
             .await
             .ok()
             .and_then(|m| hookbus_proto::egress::v1::DeliveryTask::decode(m.payload).ok())
@@ -499,13 +499,16 @@ async fn recover_resend_and_delete() {
     egress.message("bad", json!({"n": 4}), None).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(receiver.count(), 3, "a deleted endpoint gets nothing more");
-    assert!(
-        tasks
-            .get_last_raw_message_by_subject(&format!("egress.tasks.{endpoint}"))
-            .await
-            .is_err(),
-        "its queued tasks are discarded"
-    );
+    let partition = hookbus_egress::store::partition_of(&endpoint, 64);
+    for subject in [held, format!("egress.tasks.{partition}.{endpoint}")] {
+        assert!(
+            tasks
+                .get_last_raw_message_by_subject(&subject)
+                .await
+                .is_err(),
+            "its tasks are discarded ({subject})"
+        );
+    }
     egress.stop().await;
 }
 

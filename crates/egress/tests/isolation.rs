@@ -90,21 +90,30 @@ async fn rate_limit_and_max_in_flight_hold_at_the_receiver() {
     egress.stop().await;
 }
 
+/// Each endpoint's deliveries go through the one replica that owns its partition; with many
+/// endpoints both replicas own some partitions, and every event arrives once.
 #[tokio::test]
-async fn two_replicas_share_the_work_and_deliver_each_event_once() {
+async fn two_replicas_share_the_partitions_and_deliver_each_event_once() {
     let nats = hookbus_testkit::NatsServer::start();
     let first = Egress::start(&nats.url(), settings()).await;
     let second = Egress::start(&nats.url(), settings()).await;
     let receiver = Receiver::start(|_| Reply::status(200).after(Duration::from_millis(5))).await;
-    let (endpoint, _) = first.endpoint(json!({"url": receiver.url})).await;
-    // The second replica knows the endpoint from the bucket.
+    let mut endpoints = Vec::new();
+    for i in 0..16 {
+        let (endpoint, _) = first
+            .endpoint(json!({"url": receiver.url, "event_types": [format!("t{i}")]}))
+            .await;
+        endpoints.push(endpoint);
+    }
+    // The second replica knows the endpoints from the bucket.
+    let last = endpoints.last().unwrap().clone();
     until(
         Duration::from_secs(5),
-        "the endpoint on the second replica",
+        "the endpoints on the second replica",
         || async {
             Some(
                 second
-                    .call("GET", &format!("/v1/endpoints/{endpoint}"), None)
+                    .call("GET", &format!("/v1/endpoints/{last}"), None)
                     .await
                     .0,
             )
@@ -112,8 +121,16 @@ async fn two_replicas_share_the_work_and_deliver_each_event_once() {
         },
     )
     .await;
-    let mut ids = send_many(&first, "order.created", 250).await;
-    ids.extend(send_many(&second, "order.created", 250).await);
+    // Both replicas own partitions once each has seen the other.
+    for egress in [&first, &second] {
+        until(Duration::from_secs(20), "partitions shared", || async {
+            let owned = metric(egress, "hookbus_egress_partitions_owned").await;
+            (owned > 0.0 && owned < 64.0).then_some(())
+        })
+        .await;
+    }
+    let mut ids = send_spread(&first, 250, 0).await;
+    ids.extend(send_spread(&second, 250, 7).await);
     receiver.wait_for(500, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut seen: Vec<String> = receiver.hits().iter().map(common::Hit::id).collect();
@@ -121,31 +138,48 @@ async fn two_replicas_share_the_work_and_deliver_each_event_once() {
     seen.sort();
     ids.sort();
     assert_eq!(seen, ids);
-    // Both replicas delivered some of them.
     for egress in [&first, &second] {
-        let metrics = egress
-            .client
-            .get(format!("{}/metrics", egress.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let delivered: f64 = metrics
-            .lines()
-            .find(|l| l.starts_with("hookbus_egress_attempts_total{outcome=\"delivered\"}"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        assert!(
-            delivered > 0.0,
-            "{} delivered nothing:\n{metrics}",
-            egress.base
-        );
+        let delivered = metric(
+            egress,
+            "hookbus_egress_attempts_total{outcome=\"delivered\"}",
+        )
+        .await;
+        assert!(delivered > 0.0, "{} delivered nothing", egress.base);
     }
     first.stop().await;
     second.stop().await;
+}
+
+/// Publishes `n` messages over the types `t0` … `t15` (starting at `offset`), 16 at a time.
+async fn send_spread(egress: &Egress, n: usize, offset: usize) -> Vec<String> {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(0..n)
+        .map(|i| {
+            let event_type = format!("t{}", (i + offset) % 16);
+            async move { egress.message(&event_type, json!({"i": i}), None).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await
+}
+
+/// A value from an egress's `/metrics` (0 when absent).
+async fn metric(egress: &Egress, series: &str) -> f64 {
+    let metrics = egress
+        .client
+        .get(format!("{}/metrics", egress.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// A resolver with fixed answers: a public-looking name that leads to 127.0.0.1.

@@ -1,0 +1,156 @@
+//! The dispatcher: a durable consumer on `EVENTS` (the consumer runtime of `hookbus-bus`) that
+//! turns each event into one task per matching endpoint, on the endpoint's partition subject
+//! `egress.tasks.<partition>.<endpoint>`, with a status record per (endpoint, event) created
+//! first: an event dispatched before (redelivered, or replayed with a fresh message id) is not
+//! dispatched again. Resend, recover and dead-letter retries queue their tasks here too.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use hookbus_bus::{Delivery, Outcome};
+use hookbus_proto::egress::v1::DeliveryTask;
+use hookbus_proto::v1::Event;
+use tokio::time::Instant;
+
+use crate::engine::{Engine, timestamp, unix_now};
+use crate::store::{State, Status, StoreError};
+
+/// How a task is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// By the dispatcher: once per (endpoint, event), whatever the redeliveries.
+    Dispatch,
+    /// Again, unless it was delivered since (recover, a dead letter retried).
+    Again,
+    /// Again, delivered or not (an explicit resend).
+    Resend,
+}
+
+impl Engine {
+    /// The dispatcher's handler: one task per matching endpoint, then ack. The endpoints are
+    /// those stored before the event reached the dispatcher ([`crate::Directory::fresh_since`]).
+    pub async fn dispatch(&self, delivery: Delivery) -> Outcome {
+        let event = &delivery.event;
+        if let Err(e) = self
+            .directory
+            .fresh_since(
+                &self.stores.endpoints,
+                Instant::now(),
+                Duration::from_secs(5),
+            )
+            .await
+        {
+            tracing::warn!(event = %event.id, error = %e, "endpoints not known to be current; dispatch retried");
+            return Outcome::Retry {
+                after: Duration::from_secs(1),
+            };
+        }
+        let targets =
+            self.directory
+                .matching(&event.r#type, &event.source, event.tenant.as_deref());
+        if !targets.is_empty() {
+            self.events.insert(delivery.stream_sequence, event);
+        }
+        let trace = hookbus_telemetry::context_from_nats(&delivery.headers);
+        let results = futures_util::future::join_all(targets.iter().map(|live| {
+            self.enqueue(
+                &live.record.id,
+                event,
+                delivery.stream_sequence,
+                Queue::Dispatch,
+                &trace,
+            )
+        }))
+        .await;
+        match results.into_iter().find_map(Result::err) {
+            None => Outcome::Ack,
+            Some(e) => {
+                tracing::warn!(event = %event.id, attempt = delivery.attempt, error = %e, "dispatch incomplete; will retry");
+                // Only the broker fails a dispatch (a stream without a leader, an election), so
+                // it is retried for as long as `DISPATCH_MAX_DELIVERIES` lasts, backing off.
+                Outcome::Retry {
+                    after: Duration::from_secs(delivery.attempt.clamp(1, 30)),
+                }
+            }
+        }
+    }
+
+    /// Queues `event` for `endpoint`. A dispatch does not queue an (endpoint, event) that has a
+    /// status record already, unless it is still queued and recent (a dispatch that crashed
+    /// between its record and its publish; the publish's message id makes a repeat harmless).
+    /// The task carries the trace context of the current span (a child of `trace` when spans are
+    /// not exported), and so does every retry of it, up to the request the endpoint gets.
+    pub async fn enqueue(
+        &self,
+        endpoint: &str,
+        event: &Event,
+        stream_sequence: u64,
+        how: Queue,
+        trace: &hookbus_telemetry::TraceContext,
+    ) -> Result<(), StoreError> {
+        let now = unix_now();
+        let status = Status {
+            state: State::Queued,
+            event_type: event.r#type.clone(),
+            stream_sequence,
+            attempts: 0,
+            created_at: now,
+            updated_at: now,
+            last_error: None,
+        };
+        let message_id = match how {
+            Queue::Dispatch => {
+                let created = self
+                    .stores
+                    .create_status(endpoint, &event.id, &status)
+                    .await?;
+                if !created {
+                    let existing = self.stores.status(endpoint, &event.id).await?;
+                    let unfinished = existing.as_ref().is_some_and(|s| {
+                        s.state == State::Queued && now - s.created_at < 120 && s.attempts == 0
+                    });
+                    if !unfinished {
+                        return Ok(());
+                    }
+                }
+                format!("{}:{endpoint}", event.id)
+            }
+            Queue::Again | Queue::Resend => {
+                if how == Queue::Again {
+                    let mut status = status.clone();
+                    if let Some(existing) = self.stores.status(endpoint, &event.id).await? {
+                        if existing.state == State::Delivered {
+                            // Recovered or retried after it was delivered after all.
+                            return Ok(());
+                        }
+                        status.created_at = existing.created_at;
+                        status.attempts = existing.attempts;
+                    }
+                    self.stores.put_status(endpoint, &event.id, &status).await?;
+                }
+                format!("{}:{endpoint}:{}", event.id, uuid::Uuid::now_v7())
+            }
+        };
+        let task = DeliveryTask {
+            event_id: event.id.clone(),
+            endpoint_id: endpoint.to_owned(),
+            stream_sequence,
+            event_type: event.r#type.clone(),
+            attempt: 0,
+            created_at: Some(timestamp(now)),
+            next_attempt_at: None,
+            resend: how == Queue::Resend,
+            // The status was just recorded as queued, by this dispatch or by the one it repeats.
+            fresh: how == Queue::Dispatch,
+        };
+        let mut headers = HeaderMap::new();
+        hookbus_telemetry::inject_into_nats(
+            &mut headers,
+            &hookbus_telemetry::outgoing_context(trace),
+        );
+        self.publish_task(self.task_subject(endpoint), &task, &message_id, headers)
+            .await?;
+        self.metrics.dispatched.inc();
+        Ok(())
+    }
+}
