@@ -127,7 +127,10 @@ fn the_example_names_every_key() {
         "default_max_in_flight",
         "dispatcher",
         "dispatch_concurrency",
-        "max_endpoints",
+        "partitions",
+        "endpoint_buffer",
+        "partition_max_ack_pending",
+        "replica_timeout",
     ];
     let words: std::collections::HashSet<&str> = text
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

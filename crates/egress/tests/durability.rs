@@ -64,7 +64,12 @@ fn check_arrivals(receiver: &Receiver, ids: &[String]) -> usize {
 }
 
 fn spawn_egress(nats_url: &str, port: u16) -> Child {
+    spawn_egress_with(nats_url, port, &[])
+}
+
+fn spawn_egress_with(nats_url: &str, port: u16, settings: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_hookbus-egress"))
+        .envs(settings.iter().copied())
         .env("NATS_URL", nats_url)
         .env("HOOKBUS_EGRESS__LISTEN", format!("127.0.0.1:{port}"))
         .env("HOOKBUS_EGRESS__API_TOKEN", TOKEN)
@@ -114,6 +119,156 @@ async fn a_sigkilled_egress_restarted_delivers_every_event_at_least_once() {
     eprintln!("killed after {at_kill} deliveries; {repeats} repeated after the restart");
     process.kill().unwrap();
     process.wait().unwrap();
+}
+
+/// A child process killed (SIGKILL) when dropped, so a failing test leaves none behind.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An egress replica started as its own process, reached through its API.
+fn api_of(port: u16) -> Egress {
+    Egress {
+        base: format!("http://127.0.0.1:{port}"),
+        shutdown: Default::default(),
+        handle: tokio::spawn(async { Ok(()) }),
+        client: common::http(),
+    }
+}
+
+/// Two replicas share the partitions; one is killed with SIGKILL in the middle of 5,000
+/// deliveries to 16 endpoints. The survivor takes over its partitions, every event arrives at
+/// least once under its one `webhook-id`, and each receiver sees its endpoint's `max_in_flight`
+/// and `rate_limit` hold throughout: the dead replica's requests ended with it, seconds before
+/// the survivor's pin, and its unacked tasks come back only after their ack wait.
+#[tokio::test]
+async fn a_replica_killed_mid_delivery_hands_its_partitions_to_the_other() {
+    const MAX_IN_FLIGHT: usize = 4;
+    const RATE: usize = 60;
+    let nats = hookbus_testkit::NatsServer::start();
+    let settings = [
+        ("HOOKBUS_EGRESS__REPLICA_TIMEOUT", "3s"),
+        ("RUST_LOG", "error"),
+    ];
+    let ports = [hookbus_testkit::free_port(), hookbus_testkit::free_port()];
+    let victim = Killed(spawn_egress_with(&nats.url(), ports[0], &settings));
+    let _survivor = Killed(spawn_egress_with(&nats.url(), ports[1], &settings));
+    let (doomed, surviving) = (api_of(ports[0]), api_of(ports[1]));
+    doomed.wait_ready().await;
+    surviving.wait_ready().await;
+    let mut receivers = Vec::new();
+    for i in 0..16 {
+        let receiver =
+            Receiver::start(|_| Reply::status(200).after(Duration::from_millis(20))).await;
+        surviving
+            .endpoint(json!({
+                "url": receiver.url,
+                "event_types": [format!("t{i}")],
+                "max_in_flight": MAX_IN_FLIGHT,
+                "rate_limit": RATE,
+            }))
+            .await;
+        receivers.push(receiver);
+    }
+    for egress in [&doomed, &surviving] {
+        common::until(Duration::from_secs(30), "partitions shared", || async {
+            let owned = common::metric(egress, "hookbus_egress_partitions_owned").await;
+            (owned > 0.0 && owned < 64.0).then_some(())
+        })
+        .await;
+    }
+    let ids = publish_spread(&nats.url(), 5000, 16).await;
+    common::eventually(Duration::from_secs(60), "a third delivered", || async {
+        receivers.iter().map(Receiver::count).sum::<usize>() >= 1700
+    })
+    .await;
+    drop(victim); // SIGKILL
+    let at_kill: usize = receivers.iter().map(Receiver::count).sum();
+    assert!(at_kill < 5000, "killed in the middle ({at_kill} delivered)");
+
+    common::until(
+        Duration::from_secs(30),
+        "the survivor owns every partition",
+        || async {
+            let owned = common::metric(&surviving, "hookbus_egress_partitions_owned").await;
+            (owned == 64.0).then_some(())
+        },
+    )
+    .await;
+    common::eventually(Duration::from_secs(120), "every event", || async {
+        let got: HashSet<String> = receivers
+            .iter()
+            .flat_map(|r| r.hits())
+            .map(|h| h.id())
+            .collect();
+        got.len() >= ids.len()
+    })
+    .await;
+    let all = Receiver::merged(&receivers);
+    let repeats = check_arrivals(&all, &ids);
+    for receiver in &receivers {
+        let most = receiver
+            .most_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            most <= MAX_IN_FLIGHT,
+            "{most} in flight at {}",
+            receiver.url
+        );
+        let hits = receiver.hits();
+        for window in hits.windows(RATE + 1) {
+            let span = window[RATE].at - window[0].at;
+            assert!(
+                span >= Duration::from_secs(1),
+                "{} requests within {span:?} at {}",
+                RATE + 1,
+                receiver.url
+            );
+        }
+    }
+    eprintln!("killed after {at_kill} deliveries; {repeats} repeated after the hand-over");
+}
+
+/// Publishes `n` events over the types `t0` … `t<types - 1>`, as `POST /v1/messages` would.
+async fn publish_spread(nats_url: &str, n: usize, types: usize) -> Vec<String> {
+    use futures_util::StreamExt;
+    let client = async_nats::connect(nats_url).await.unwrap();
+    let publisher = hookbus_bus::Publisher::new(client, 256);
+    futures_util::stream::iter(0..n)
+        .map(|i| {
+            let publisher = publisher.clone();
+            async move {
+                let id = uuid::Uuid::now_v7().to_string();
+                let event_type = format!("t{}", i % types);
+                let event = Event {
+                    id: id.clone(),
+                    source: "api".into(),
+                    r#type: event_type.clone(),
+                    content_type: "application/json".into(),
+                    payload: serde_json::to_vec(&json!({"i": i})).unwrap().into(),
+                    ..Default::default()
+                };
+                publisher
+                    .publish_event(
+                        format!("events.api.{event_type}"),
+                        &event,
+                        &id,
+                        tokio::time::Instant::now() + Duration::from_secs(10),
+                        &Default::default(),
+                    )
+                    .await
+                    .unwrap();
+                id
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await
 }
 
 #[tokio::test]

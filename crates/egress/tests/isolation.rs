@@ -124,7 +124,7 @@ async fn two_replicas_share_the_partitions_and_deliver_each_event_once() {
     // Both replicas own partitions once each has seen the other.
     for egress in [&first, &second] {
         until(Duration::from_secs(20), "partitions shared", || async {
-            let owned = metric(egress, "hookbus_egress_partitions_owned").await;
+            let owned = common::metric(egress, "hookbus_egress_partitions_owned").await;
             (owned > 0.0 && owned < 64.0).then_some(())
         })
         .await;
@@ -139,7 +139,7 @@ async fn two_replicas_share_the_partitions_and_deliver_each_event_once() {
     ids.sort();
     assert_eq!(seen, ids);
     for egress in [&first, &second] {
-        let delivered = metric(
+        let delivered = common::metric(
             egress,
             "hookbus_egress_attempts_total{outcome=\"delivered\"}",
         )
@@ -161,25 +161,6 @@ async fn send_spread(egress: &Egress, n: usize, offset: usize) -> Vec<String> {
         .buffer_unordered(16)
         .collect()
         .await
-}
-
-/// A value from an egress's `/metrics` (0 when absent).
-async fn metric(egress: &Egress, series: &str) -> f64 {
-    let metrics = egress
-        .client
-        .get(format!("{}/metrics", egress.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// A resolver with fixed answers: a public-looking name that leads to 127.0.0.1.

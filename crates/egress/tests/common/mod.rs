@@ -171,6 +171,25 @@ impl Egress {
     }
 }
 
+/// A value from an egress's `/metrics` (0 when absent).
+pub async fn metric(egress: &Egress, series: &str) -> f64 {
+    let metrics = egress
+        .client
+        .get(format!("{}/metrics", egress.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// One request as a receiver saw it.
 #[derive(Debug, Clone)]
 pub struct Hit {
@@ -225,6 +244,15 @@ impl Reply {
     }
 }
 
+/// Counts a request out of flight when dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 type Behaviour = Arc<dyn Fn(usize) -> Reply + Send + Sync>;
 
 /// An HTTP receiver on 127.0.0.1 (or another loopback address).
@@ -264,6 +292,9 @@ impl Receiver {
             async move {
                 let now = current.fetch_add(1, Ordering::SeqCst) + 1;
                 most.fetch_max(now, Ordering::SeqCst);
+                // Out of flight when answered, or when the sender went away mid-request (the
+                // server drops the handler then).
+                let _in_flight = InFlight(current.clone());
                 let index = {
                     let mut hits = record.lock().unwrap();
                     hits.push(Hit {
@@ -275,7 +306,6 @@ impl Receiver {
                 };
                 let reply = behaviour(index);
                 tokio::time::sleep(reply.delay).await;
-                current.fetch_sub(1, Ordering::SeqCst);
                 let mut response = http::Response::builder().status(reply.status);
                 for (name, value) in reply.headers {
                     response = response.header(name, value);
@@ -293,6 +323,17 @@ impl Receiver {
             hits,
             in_flight,
             most_in_flight,
+        }
+    }
+
+    /// A receiver holding what all of `receivers` got (for checks over them together).
+    pub fn merged(receivers: &[Receiver]) -> Self {
+        let hits: Vec<Hit> = receivers.iter().flat_map(Receiver::hits).collect();
+        Self {
+            url: String::new(),
+            hits: Arc::new(Mutex::new(hits)),
+            in_flight: Arc::default(),
+            most_in_flight: Arc::default(),
         }
     }
 
