@@ -41,7 +41,8 @@ pub enum Outcome {
 /// Where a consumer created for the first time starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartPosition {
-    /// Only events published after it is created.
+    /// Only events published after it is created: the creation time (this process's clock) is
+    /// stored as the consumer's start time, so a new consumer leader starts at the same place.
     New,
     /// Everything the stream holds.
     All,
@@ -202,7 +203,13 @@ impl ConsumerSpec {
 
     fn deliver_policy(&self, start: StartPosition) -> consumer::DeliverPolicy {
         match start {
-            StartPosition::New => consumer::DeliverPolicy::New,
+            // Not `DeliverPolicy::New`: a replicated consumer that has delivered nothing yet
+            // when its leader changes starts again at the stream's end as the new leader sees
+            // it, skipping what came in meanwhile (seen in the cluster test on nats-server
+            // 2.15). The creation time in the config is the same start on every replica.
+            StartPosition::New => consumer::DeliverPolicy::ByStartTime {
+                start_time: time::OffsetDateTime::now_utc(),
+            },
             StartPosition::All => consumer::DeliverPolicy::All,
             StartPosition::At(unix) => consumer::DeliverPolicy::ByStartTime {
                 start_time: time::OffsetDateTime::from_unix_timestamp(unix)
@@ -313,6 +320,8 @@ where
             }
         };
         first = false;
+        // The backlog gauges exist from the start, not only once a pull loop has come round.
+        record_backlog(&shared, consumer.cached_info());
         while !shutdown.is_cancelled() {
             // Pull only as many messages as there is room for (running plus waiting), in batches
             // that expire after a second: on shutdown no pull is left open, so nothing is left in
@@ -398,15 +407,7 @@ where
             if floor_checked.elapsed() > Duration::from_secs(2) {
                 floor_checked = tokio::time::Instant::now();
                 if let Ok(info) = consumer.info().await {
-                    let (metrics, labels) = (&shared.spec.metrics, shared.spec.labels());
-                    metrics
-                        .pending
-                        .get_or_create(&labels)
-                        .set(info.num_pending as i64);
-                    metrics
-                        .ack_pending
-                        .get_or_create(&labels)
-                        .set(info.num_ack_pending as i64);
+                    record_backlog(&shared, info);
                     let floor = info.ack_floor.stream_sequence;
                     let before = shared.ack_floor.swap(floor, Ordering::Relaxed);
                     if let Some(checkpoint) = &shared.spec.checkpoint
@@ -490,6 +491,19 @@ async fn ensure_consumer(
         .get_or_create_consumer(&shared.spec.name, shared.spec.config(start))
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Sets the consumer's backlog gauges (`hookbus_consumer_pending`, `_ack_pending`) from its info.
+fn record_backlog(shared: &Shared, info: &consumer::Info) {
+    let (metrics, labels) = (&shared.spec.metrics, shared.spec.labels());
+    metrics
+        .pending
+        .get_or_create(&labels)
+        .set(info.num_pending as i64);
+    metrics
+        .ack_pending
+        .get_or_create(&labels)
+        .set(info.num_ack_pending as i64);
 }
 
 /// Ticks every third of `ack_wait`, the first one a third from now. (Not `interval` and a first

@@ -371,6 +371,7 @@ impl Engine {
         let id = format!("park:{}:{}:{sequence}", task.endpoint_id, task.event_id);
         match self.schedule_task(&task, delay, &message, &id).await {
             Ok(()) => {
+                tracing::debug!(endpoint = %task.endpoint_id, event = %task.event_id, ?delay, "task parked");
                 self.metrics.parked.inc();
                 let _ = message.ack().await;
             }
