@@ -128,13 +128,28 @@ pub async fn list(
     consumer: Option<&str>,
     limit: usize,
 ) -> Result<Vec<StoredLetter>, String> {
+    page(js, filter(consumer), 1, limit).await
+}
+
+/// At most `limit` dead letters on `filter` (a subject under `dlq.`), oldest first, from the
+/// `DLQ` stream sequence `from` on: a page read with one short-lived consumer that starts there,
+/// so its cost follows `limit`, not the length of the stream.
+pub async fn page(
+    js: &jetstream::Context,
+    filter: String,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<StoredLetter>, String> {
     use futures_util::StreamExt;
     use prost::Message;
 
     let stream = js.get_stream(DLQ_STREAM).await.map_err(|e| e.to_string())?;
     let reader = stream
         .create_consumer(jetstream::consumer::pull::Config {
-            filter_subject: filter(consumer),
+            filter_subject: filter,
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from.max(1),
+            },
             ack_policy: jetstream::consumer::AckPolicy::None,
             inactive_threshold: Duration::from_secs(30),
             ..Default::default()
@@ -174,6 +189,9 @@ pub async fn list(
             break;
         }
     }
+    let _ = stream
+        .delete_consumer(reader.cached_info().name.as_str())
+        .await;
     Ok(letters)
 }
 

@@ -67,9 +67,44 @@ impl Live {
     }
 }
 
+/// The endpoints by id, and the same by tenant (`None`: those without one). Ids are
+/// `ep_<UUIDv7>`, so id order is creation order.
+#[derive(Default)]
+struct Index {
+    by_id: BTreeMap<String, Arc<Live>>,
+    by_tenant: HashMap<Option<String>, BTreeMap<String, Arc<Live>>>,
+}
+
+impl Index {
+    fn insert(&mut self, id: &str, live: Arc<Live>) {
+        self.remove(id);
+        self.by_tenant
+            .entry(live.record.tenant.clone())
+            .or_default()
+            .insert(id.to_owned(), live.clone());
+        self.by_id.insert(id.to_owned(), live);
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(old) = self.by_id.remove(id) else {
+            return;
+        };
+        if let Some(tenant) = self.by_tenant.get_mut(&old.record.tenant) {
+            tenant.remove(id);
+            if tenant.is_empty() {
+                self.by_tenant.remove(&old.record.tenant);
+            }
+        }
+    }
+
+    fn of_tenant(&self, tenant: Option<&str>) -> Option<&BTreeMap<String, Arc<Live>>> {
+        self.by_tenant.get(&tenant.map(str::to_owned))
+    }
+}
+
 /// The watched endpoints.
 pub struct Directory {
-    endpoints: RwLock<HashMap<String, Arc<Live>>>,
+    endpoints: RwLock<Index>,
     /// The last bucket revision applied; bumped on every change.
     revision: watch::Sender<u64>,
     /// When the last check that the watch had applied the whole bucket began, and how it
@@ -134,28 +169,53 @@ impl Directory {
         self.endpoints
             .read()
             .expect("not poisoned")
+            .by_id
             .get(id)
             .cloned()
     }
 
-    pub fn all(&self) -> Vec<Arc<Live>> {
-        self.endpoints
-            .read()
-            .expect("not poisoned")
-            .values()
-            .cloned()
-            .collect()
+    /// Up to `limit` endpoints after the id `after`, in id order (only `tenant`'s when given),
+    /// and whether more follow. Reads `limit` + 1 entries, however many endpoints there are.
+    pub fn page(
+        &self,
+        tenant: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<Arc<Live>>, bool) {
+        use std::ops::Bound;
+        let index = self.endpoints.read().expect("not poisoned");
+        let map = match tenant {
+            None => &index.by_id,
+            Some(tenant) => match index.of_tenant(Some(tenant)) {
+                Some(map) => map,
+                None => return (Vec::new(), false),
+            },
+        };
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut found: Vec<Arc<Live>> = map
+            .range::<str, _>((start, Bound::Unbounded))
+            .take(limit + 1)
+            .map(|(_, live)| live.clone())
+            .collect();
+        let more = found.len() > limit;
+        found.truncate(limit);
+        (found, more)
     }
 
-    /// The endpoints an event goes to (disabled ones included: their tasks are kept).
+    /// The endpoints an event goes to (disabled ones included: their tasks are kept). Only the
+    /// event's tenant's endpoints are looked at (those without a tenant for an event without).
     pub fn matching(&self, event_type: &str, source: &str, tenant: Option<&str>) -> Vec<Arc<Live>> {
-        self.endpoints
-            .read()
-            .expect("not poisoned")
-            .values()
-            .filter(|live| live.subscription.matches(event_type, source, tenant))
-            .cloned()
-            .collect()
+        let index = self.endpoints.read().expect("not poisoned");
+        index
+            .of_tenant(tenant)
+            .map(|endpoints| {
+                endpoints
+                    .values()
+                    .filter(|live| live.subscription.matches(event_type, source, tenant))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn changes(&self) -> watch::Receiver<u64> {
@@ -172,15 +232,16 @@ impl Directory {
 
     fn apply(&self, entry: &kv::Entry, secrets: &SecretBox) {
         let mut endpoints = self.endpoints.write().expect("not poisoned");
-        let was_disabled = endpoints.get(&entry.key).is_some_and(|l| l.record.disabled);
+        let was_disabled = endpoints
+            .by_id
+            .get(&entry.key)
+            .is_some_and(|l| l.record.disabled);
         match entry.operation {
             kv::Operation::Put => match Endpoint::decode(entry.value.clone())
                 .map_err(|e| e.to_string())
                 .and_then(|record| Live::decode(record, secrets))
             {
-                Ok(live) => {
-                    endpoints.insert(entry.key.clone(), Arc::new(live));
-                }
+                Ok(live) => endpoints.insert(&entry.key, Arc::new(live)),
                 Err(e) => {
                     tracing::error!(endpoint = %entry.key, error = %e, "endpoint record unusable; not delivering to it");
                     endpoints.remove(&entry.key);
@@ -190,7 +251,10 @@ impl Directory {
                 endpoints.remove(&entry.key);
             }
         }
-        let disabled = endpoints.get(&entry.key).is_some_and(|l| l.record.disabled);
+        let disabled = endpoints
+            .by_id
+            .get(&entry.key)
+            .is_some_and(|l| l.record.disabled);
         match (was_disabled, disabled) {
             (false, true) => {
                 self.disabled.inc();

@@ -162,12 +162,30 @@ impl Egress {
         record["disabled"] == true
     }
 
+    /// Every attempt of the endpoint, newest first, read a page at a time.
     pub async fn attempts(&self, endpoint: &str) -> Vec<Value> {
-        let (status, answer) = self
-            .call("GET", &format!("/v1/endpoints/{endpoint}/attempts"), None)
-            .await;
-        assert_eq!(status, 200, "{answer}");
-        answer["items"].as_array().unwrap().clone()
+        self.every(&format!("/v1/endpoints/{endpoint}/attempts?limit=250"))
+            .await
+    }
+
+    /// Every item of a paginated list, following its `iterator` until `done`.
+    pub async fn every(&self, list: &str) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut path = list.to_owned();
+        loop {
+            let (status, answer) = self.call("GET", &path, None).await;
+            assert_eq!(status, 200, "{path}: {answer}");
+            items.extend(answer["items"].as_array().unwrap().iter().cloned());
+            if answer["done"] == true {
+                assert!(answer["iterator"].is_null(), "{answer}");
+                return items;
+            }
+            let iterator = answer["iterator"]
+                .as_str()
+                .expect("an iterator unless done");
+            let separator = if list.contains('?') { '&' } else { '?' };
+            path = format!("{list}{separator}iterator={iterator}");
+        }
     }
 }
 

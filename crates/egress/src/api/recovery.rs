@@ -1,0 +1,110 @@
+//! Sending again: one event to one endpoint (resend), or what failed since a time (recover).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::endpoints::load;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::input::parse;
+use crate::dispatch::Queue;
+use crate::engine::EventError;
+use crate::records::valid_id;
+use crate::store::State as TaskState;
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Queued {
+    /// Tasks queued.
+    pub queued: usize,
+}
+
+/// Deliver one event to one endpoint again (same `webhook-id`), delivered before or not.
+#[utoipa::path(post, path = "/v1/endpoints/{id}/messages/{event_id}/resend", tag = "deliveries", operation_id = "resend",
+    params(("id" = String, Path), ("event_id" = String, Path)),
+    responses((status = 202, body = Queued), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn resend(
+    State(state): AppState,
+    Path((id, event_id)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<Queued>)> {
+    let engine = &state.engine;
+    load(engine, &id).await?;
+    if !valid_id(&event_id) {
+        return Err(ApiError::not_found(format!(
+            "no event {event_id} for endpoint {id}"
+        )));
+    }
+    let status = engine.stores.status(&id, &event_id).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "event {event_id} was never queued for endpoint {id}"
+        ))
+    })?;
+    let event = engine.event_at(status.stream_sequence, &event_id).await?;
+    engine
+        .enqueue(
+            &id,
+            &event,
+            status.stream_sequence,
+            Queue::Resend,
+            &Default::default(),
+        )
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(Queued { queued: 1 })))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverIn {
+    /// RFC 3339: re-send what was queued since then and not delivered.
+    #[schema(format = DateTime)]
+    since: String,
+}
+
+/// Re-send to one endpoint everything since `since` that failed or was never attempted (not what
+/// was delivered).
+#[utoipa::path(post, path = "/v1/endpoints/{id}/recover", tag = "deliveries", operation_id = "recover",
+    params(("id" = String, Path)),
+    request_body = RecoverIn,
+    responses((status = 202, body = Queued), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn recover(
+    State(state): AppState,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Queued>)> {
+    let engine = &state.engine;
+    let input: RecoverIn = parse(&body)?;
+    let since =
+        time::OffsetDateTime::parse(&input.since, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| ApiError::invalid("since", format!("not an RFC 3339 time: {e}")))?
+            .unix_timestamp();
+    load(engine, &id).await?;
+    let statuses = engine.stores.statuses_of(&id).await?;
+    let mut queued = 0;
+    for (event_id, status) in statuses {
+        if status.created_at < since || status.state == TaskState::Delivered {
+            continue;
+        }
+        let event = match engine.event_at(status.stream_sequence, &event_id).await {
+            Ok(event) => event,
+            Err(EventError::Gone(e)) => {
+                tracing::warn!(endpoint = %id, event = %event_id, error = %e, "not recovered");
+                continue;
+            }
+            Err(unavailable) => return Err(unavailable.into()),
+        };
+        engine
+            .enqueue(
+                &id,
+                &event,
+                status.stream_sequence,
+                Queue::Again,
+                &Default::default(),
+            )
+            .await?;
+        queued += 1;
+    }
+    Ok((StatusCode::ACCEPTED, Json(Queued { queued })))
+}
