@@ -1,7 +1,7 @@
 //! The endpoints every replica knows: the `egress_endpoints` KV bucket, watched into memory with
 //! secrets decrypted, so the dispatcher and the workers never wait on a lookup.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -67,12 +67,35 @@ impl Live {
     }
 }
 
-/// The endpoints by id, and the same by tenant (`None`: those without one). Ids are
+/// The endpoints by id, the same by tenant (`None`: those without one), and by route. Ids are
 /// `ep_<UUIDv7>`, so id order is creation order.
 #[derive(Default)]
 struct Index {
     by_id: BTreeMap<String, Arc<Live>>,
     by_tenant: HashMap<Option<String>, BTreeMap<String, Arc<Live>>>,
+    by_route: HashMap<Route, BTreeMap<String, Arc<Live>>>,
+}
+
+/// Where the dispatcher looks an endpoint up: its tenant, and the first token of one of its
+/// event-type patterns, or `None` for a pattern that starts with a wildcard and for an endpoint
+/// without patterns (which takes every type but the egress's own). An event then looks at the
+/// endpoints of its tenant under its type's first token and under `None`, not at all of them.
+type Route = (Option<String>, Option<String>);
+
+fn routes(live: &Live) -> BTreeSet<Route> {
+    let tenant = &live.record.tenant;
+    if live.record.event_types.is_empty() {
+        return BTreeSet::from([(tenant.clone(), None)]);
+    }
+    live.record
+        .event_types
+        .iter()
+        .map(|pattern| {
+            let first = pattern.split('.').next().unwrap_or_default();
+            let first = (first != "*" && first != ">").then(|| first.to_owned());
+            (tenant.clone(), first)
+        })
+        .collect()
 }
 
 impl Index {
@@ -82,6 +105,12 @@ impl Index {
             .entry(live.record.tenant.clone())
             .or_default()
             .insert(id.to_owned(), live.clone());
+        for route in routes(&live) {
+            self.by_route
+                .entry(route)
+                .or_default()
+                .insert(id.to_owned(), live.clone());
+        }
         self.by_id.insert(id.to_owned(), live);
     }
 
@@ -89,10 +118,19 @@ impl Index {
         let Some(old) = self.by_id.remove(id) else {
             return;
         };
-        if let Some(tenant) = self.by_tenant.get_mut(&old.record.tenant) {
-            tenant.remove(id);
-            if tenant.is_empty() {
-                self.by_tenant.remove(&old.record.tenant);
+        let tenant = &old.record.tenant;
+        if let Some(endpoints) = self.by_tenant.get_mut(tenant) {
+            endpoints.remove(id);
+            if endpoints.is_empty() {
+                self.by_tenant.remove(tenant);
+            }
+        }
+        for route in routes(&old) {
+            if let Some(endpoints) = self.by_route.get_mut(&route) {
+                endpoints.remove(id);
+                if endpoints.is_empty() {
+                    self.by_route.remove(&route);
+                }
             }
         }
     }
@@ -203,19 +241,34 @@ impl Directory {
     }
 
     /// The endpoints an event goes to (disabled ones included: their tasks are kept). Only the
-    /// event's tenant's endpoints are looked at (those without a tenant for an event without).
+    /// endpoints on the event's routes are looked at: its tenant's (those without a tenant for
+    /// an event without), under its type's first token or a leading wildcard.
     pub fn matching(&self, event_type: &str, source: &str, tenant: Option<&str>) -> Vec<Arc<Live>> {
         let index = self.endpoints.read().expect("not poisoned");
-        index
-            .of_tenant(tenant)
-            .map(|endpoints| {
-                endpoints
-                    .values()
-                    .filter(|live| live.subscription.matches(event_type, source, tenant))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+        let tenant_key = tenant.map(str::to_owned);
+        let first = event_type.split('.').next().unwrap_or_default().to_owned();
+        let named = index.by_route.get(&(tenant_key.clone(), Some(first)));
+        let wildcard = index.by_route.get(&(tenant_key, None));
+        let matches = |live: &&Arc<Live>| live.subscription.matches(event_type, source, tenant);
+        match (named, wildcard) {
+            (Some(one), None) | (None, Some(one)) => {
+                one.values().filter(matches).cloned().collect()
+            }
+            (Some(named), Some(wildcard)) => {
+                // An endpoint with both kinds of pattern is under both.
+                let mut found: Vec<Arc<Live>> = named.values().filter(matches).cloned().collect();
+                found.extend(
+                    wildcard
+                        .iter()
+                        .filter(|(id, _)| !named.contains_key(*id))
+                        .map(|(_, live)| live)
+                        .filter(matches)
+                        .cloned(),
+                );
+                found
+            }
+            (None, None) => Vec::new(),
+        }
     }
 
     pub fn changes(&self) -> watch::Receiver<u64> {
@@ -308,5 +361,130 @@ impl Directory {
                 () = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn live(id: usize, tenant: Option<&str>, patterns: &[&str], sources: &[&str]) -> Arc<Live> {
+        let record = Endpoint {
+            id: format!("ep_{id}"),
+            url: "http://127.0.0.1:9/".into(),
+            event_types: patterns.iter().map(|p| (*p).to_owned()).collect(),
+            sources: sources.iter().map(|s| (*s).to_owned()).collect(),
+            tenant: tenant.map(str::to_owned),
+            ..Endpoint::default()
+        };
+        Arc::new(Live {
+            url: reqwest::Url::parse(&record.url).unwrap(),
+            subscription: Subscription {
+                event_types: record.event_types.clone(),
+                sources: record.sources.clone(),
+                tenant: record.tenant.clone(),
+            },
+            headers: BTreeMap::new(),
+            secrets: Vec::new(),
+            record,
+        })
+    }
+
+    const PATTERNS: &[&str] = &[
+        "order.*",
+        "order.created",
+        "*.created",
+        ">",
+        "stock.>",
+        "hookbus.*",
+        "*.*",
+        "invoice.paid",
+    ];
+    const TYPES: &[&str] = &[
+        "order.created",
+        "order.cancelled",
+        "stock.low",
+        "invoice.paid",
+        "hookbus.endpoint.disabled",
+        "user.created",
+    ];
+    const TENANTS: &[Option<&str>] = &[None, Some("acme"), Some("globex")];
+
+    proptest! {
+        /// The routes give exactly what a look at every endpoint gives, through inserts,
+        /// changes and removals.
+        #[test]
+        fn matching_by_route_equals_matching_every_endpoint(
+            endpoints in prop::collection::vec(
+                (0..3usize, prop::collection::vec(0..PATTERNS.len(), 0..3), any::<bool>()),
+                1..40,
+            ),
+            removed in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+        ) {
+            let directory = Directory::new();
+            {
+                let mut index = directory.endpoints.write().unwrap();
+                for (i, (tenant, patterns, from_api)) in endpoints.iter().enumerate() {
+                    let patterns: Vec<&str> = patterns.iter().map(|p| PATTERNS[*p]).collect();
+                    let sources: &[&str] = if *from_api { &["api"] } else { &[] };
+                    // Each id twice: the second record replaces the first.
+                    index.insert(&format!("ep_{i}"), live(i, TENANTS[(*tenant + 1) % 3], &["x.y"], &[]));
+                    index.insert(&format!("ep_{i}"), live(i, TENANTS[*tenant], &patterns, sources));
+                }
+                for pick in &removed {
+                    index.remove(&format!("ep_{}", pick.index(endpoints.len())));
+                }
+            }
+            let all: Vec<Arc<Live>> = directory.endpoints.read().unwrap().by_id.values().cloned().collect();
+            for event_type in TYPES {
+                for source in ["api", "shop"] {
+                    for tenant in TENANTS {
+                        let mut got: Vec<String> = directory
+                            .matching(event_type, source, *tenant)
+                            .iter()
+                            .map(|l| l.record.id.clone())
+                            .collect();
+                        got.sort();
+                        let mut expected: Vec<String> = all
+                            .iter()
+                            .filter(|l| l.subscription.matches(event_type, source, *tenant))
+                            .map(|l| l.record.id.clone())
+                            .collect();
+                        expected.sort();
+                        prop_assert_eq!(got, expected, "{} from {} for {:?}", event_type, source, tenant);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pages_follow_id_order_per_tenant() {
+        let directory = Directory::new();
+        {
+            let mut index = directory.endpoints.write().unwrap();
+            for i in 0..10 {
+                let tenant = if i % 2 == 0 { Some("acme") } else { None };
+                index.insert(&format!("ep_{i}"), live(i, tenant, &[], &[]));
+            }
+        }
+        let ids = |page: &[Arc<Live>]| page.iter().map(|l| l.record.id.clone()).collect::<Vec<_>>();
+        let (first, more) = directory.page(None, None, 4);
+        assert_eq!(
+            (ids(&first), more),
+            (
+                vec!["ep_0".into(), "ep_1".into(), "ep_2".into(), "ep_3".into()],
+                true
+            )
+        );
+        let (rest, more) = directory.page(None, Some("ep_3"), 10);
+        assert_eq!((rest.len(), more), (6, false));
+        let (acme, more) = directory.page(Some("acme"), Some("ep_2"), 2);
+        assert_eq!(
+            (ids(&acme), more),
+            (vec!["ep_4".to_owned(), "ep_6".to_owned()], true)
+        );
+        assert_eq!(directory.page(Some("nobody"), None, 2).0.len(), 0);
     }
 }

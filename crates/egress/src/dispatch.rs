@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use futures_util::StreamExt;
 use hookbus_bus::{Delivery, Outcome};
 use hookbus_proto::egress::v1::DeliveryTask;
 use hookbus_proto::v1::Event;
@@ -14,6 +15,10 @@ use tokio::time::Instant;
 
 use crate::engine::{Engine, timestamp, unix_now};
 use crate::store::{State, Status, StoreError};
+
+/// The (endpoint, event) writes one dispatch keeps in flight: enough to keep the broker busy,
+/// few enough that a fan-out to 100,000 endpoints does not hold 100,000 requests in memory.
+const FAN_OUT_IN_FLIGHT: usize = 512;
 
 /// How a task is queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,17 +57,31 @@ impl Engine {
             self.events.insert(delivery.stream_sequence, event);
         }
         let trace = hookbus_telemetry::context_from_nats(&delivery.headers);
-        let results = futures_util::future::join_all(targets.iter().map(|live| {
-            self.enqueue(
-                &live.record.id,
-                event,
-                delivery.stream_sequence,
-                Queue::Dispatch,
-                &trace,
-            )
-        }))
-        .await;
-        match results.into_iter().find_map(Result::err) {
+        // At most FAN_OUT_IN_FLIGHT at once; the first failure ends the dispatch (retried).
+        let mut targets = targets.iter();
+        let mut pending = futures_util::stream::FuturesUnordered::new();
+        let mut failed = None;
+        loop {
+            while pending.len() < FAN_OUT_IN_FLIGHT {
+                let Some(live) = targets.next() else { break };
+                pending.push(self.enqueue(
+                    &live.record.id,
+                    event,
+                    delivery.stream_sequence,
+                    Queue::Dispatch,
+                    &trace,
+                ));
+            }
+            match pending.next().await {
+                None => break,
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        match failed {
             None => Outcome::Ack,
             Some(e) => {
                 tracing::warn!(event = %event.id, attempt = delivery.attempt, error = %e, "dispatch incomplete; will retry");

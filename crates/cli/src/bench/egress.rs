@@ -1,4 +1,4 @@
-//! `hookbus bench egress`: deliveries per second through the egress (dispatch, per-endpoint flow,
+//! `hookbus bench egress`: deliveries per second through the egress (dispatch, the partitions,
 //! signing, the SSRF-guarded client, the attempt log) into a local sink that answers after 0 ms
 //! and after 50 ms, and a fan-out of events to 1,000 endpoints. Each is measured beside a
 //! baseline in the same run: plain HTTP POSTs of the same body from a pooled client at the same
@@ -39,18 +39,26 @@ pub struct Args {
     /// Use this nats-server instead of starting a temporary one.
     #[arg(long)]
     nats_url: Option<String>,
+    /// Instead of the scenarios above: the egress at scale with this many endpoints, as its own
+    /// process (the create rate, a fan-out to all of them, restart to ready, consumers, peak RSS,
+    /// and the API path).
+    #[arg(long)]
+    endpoints: Option<usize>,
+    /// Messages of the API path, with `--endpoints`.
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
 }
 
-const TOKEN: &str = "bench-token-0123456789";
-const KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+pub(super) const TOKEN: &str = "bench-token-0123456789";
+pub(super) const KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 
 /// A sink on 127.0.0.1 that counts requests and answers 200 after `delay`.
-struct Sink {
-    url: String,
-    count: Arc<AtomicU64>,
+pub(super) struct Sink {
+    pub url: String,
+    pub count: Arc<AtomicU64>,
 }
 
-async fn sink(delay: Duration) -> anyhow::Result<Sink> {
+pub(super) async fn sink(delay: Duration) -> anyhow::Result<Sink> {
     let count = Arc::new(AtomicU64::new(0));
     let counter = count.clone();
     let app = axum::Router::new().fallback(move || {
@@ -70,7 +78,7 @@ async fn sink(delay: Duration) -> anyhow::Result<Sink> {
 }
 
 impl Sink {
-    async fn reach(&self, target: u64, within: Duration) -> anyhow::Result<()> {
+    pub async fn reach(&self, target: u64, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         while self.count.load(Ordering::Relaxed) < target {
             anyhow::ensure!(
@@ -84,7 +92,7 @@ impl Sink {
     }
 }
 
-fn body(i: usize) -> Vec<u8> {
+pub(super) fn body(i: usize) -> Vec<u8> {
     serde_json::to_vec(
         &json!({"order": i, "total": {"currency": "EUR", "amount_minor": 2500}, "note": "bench"}),
     )
@@ -92,7 +100,7 @@ fn body(i: usize) -> Vec<u8> {
 }
 
 /// Plain POSTs of the same bodies, `concurrency` at a time; requests per second.
-async fn raw_http(
+pub(super) async fn raw_http(
     client: &reqwest::Client,
     sink: &Sink,
     n: usize,
@@ -158,6 +166,14 @@ async fn through_egress(
 }
 
 pub async fn run(args: Args) -> anyhow::Result<String> {
+    if let Some(endpoints) = args.endpoints {
+        return super::scale::run(super::scale::Scale {
+            endpoints,
+            messages: args.messages,
+            concurrency: args.concurrency,
+        })
+        .await;
+    }
     anyhow::ensure!(
         args.rounds > 0 && args.concurrency > 0 && args.events > 0,
         "--rounds, --concurrency and --events must be more than 0"
@@ -245,7 +261,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         args.fanout_endpoints,
         fan_started.elapsed().as_secs_f64()
     );
-    // Let every endpoint's worker start before the clock does.
+    // Let every partition be pulled before the clock starts.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let nats_client = async_nats::connect(&nats_url).await?;

@@ -8,6 +8,7 @@ mod egress;
 mod ingress;
 mod loadgen;
 mod process;
+mod scale;
 mod stats;
 
 #[derive(Debug, clap::Subcommand)]
