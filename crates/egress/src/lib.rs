@@ -29,6 +29,7 @@ pub mod records;
 pub mod schedule;
 pub mod ssrf;
 pub mod store;
+mod waiting;
 
 use std::path::PathBuf;
 use std::sync::Arc;

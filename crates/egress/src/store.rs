@@ -137,6 +137,18 @@ fn provision(what: &str) -> impl Fn(String) -> ProvisionError + '_ {
     }
 }
 
+fn bucket_config(name: &str, max_age: Duration, replicas: usize) -> kv::Config {
+    kv::Config {
+        bucket: name.into(),
+        history: 1,
+        max_age,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    }
+}
+
+/// The bucket as it is, or created with these settings.
 async fn bucket(
     js: &jetstream::Context,
     name: &str,
@@ -146,14 +158,7 @@ async fn bucket(
     match js.get_key_value(name).await {
         Ok(store) => Ok(store),
         Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: name.into(),
-                history: 1,
-                max_age,
-                storage: stream::StorageType::File,
-                num_replicas: replicas,
-                ..Default::default()
-            })
+            .create_key_value(bucket_config(name, max_age, replicas))
             .await
             .map_err(|e| provision(name)(e.to_string())),
     }
@@ -210,7 +215,12 @@ impl Stores {
         let endpoints = bucket(&js, ENDPOINTS_BUCKET, Duration::ZERO, replicas).await?;
         let status = bucket(&js, STATUS_BUCKET, retention, replicas).await?;
         let health = bucket(&js, HEALTH_BUCKET, Duration::ZERO, replicas).await?;
-        let replicas_bucket = bucket(&js, REPLICAS_BUCKET, replica_timeout, replicas).await?;
+        // Its max_age is how long a replica that stopped refreshing its key counts as alive, so
+        // it follows `replica_timeout` of the replica that started last.
+        let replicas_bucket = js
+            .create_or_update_key_value(bucket_config(REPLICAS_BUCKET, replica_timeout, replicas))
+            .await
+            .map_err(|e| provision(REPLICAS_BUCKET)(e.to_string()))?;
         let get = |name: &'static str| {
             let js = js.clone();
             async move {

@@ -97,6 +97,74 @@ async fn every_route_is_documented_and_answers_401_without_the_token() {
 }
 
 #[tokio::test]
+async fn the_openapi_document_states_the_page_parameters_and_the_errors_the_handlers_answer() {
+    let nats = hookbus_testkit::NatsServer::start();
+    let egress = Egress::start(&nats.url(), settings()).await;
+    let document: serde_json::Value = egress
+        .client
+        .get(format!("{}/openapi.json", egress.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut operation_ids = std::collections::BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let id = operation["operationId"].as_str().unwrap_or_default();
+            assert!(
+                operation_ids.insert(id.to_owned()),
+                "{method} {path}: {id} twice"
+            );
+            let responses = operation["responses"].as_object().unwrap();
+            assert!(responses.contains_key("401"), "{method} {path}");
+        }
+    }
+    for list in [
+        "/v1/endpoints",
+        "/v1/endpoints/{id}/attempts",
+        "/v1/dead-letters",
+    ] {
+        let operation = &document["paths"][list]["get"];
+        let parameters = operation["parameters"].as_array().unwrap();
+        let named = |name: &str| {
+            parameters
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("{list} has no {name}"))
+        };
+        assert_eq!(named("limit")["in"], "query");
+        assert_eq!(named("limit")["schema"]["minimum"], 1, "{list}");
+        assert_eq!(named("limit")["schema"]["maximum"], 250, "{list}");
+        assert_eq!(named("iterator")["in"], "query");
+        for status in ["200", "400", "422"] {
+            assert!(
+                operation["responses"].get(status).is_some(),
+                "{list} documents {status}"
+            );
+        }
+        // What each list answers holds its `iterator` and `done`.
+        let schema = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let properties = &document["components"]["schemas"][&schema]["properties"];
+        for field in ["items", "iterator", "done"] {
+            assert!(properties.get(field).is_some(), "{schema}.{field}");
+        }
+    }
+    let endpoint_in = &document["components"]["schemas"]["EndpointIn"]["properties"];
+    assert_eq!(endpoint_in["max_in_flight"]["maximum"], 10_000);
+    assert_eq!(endpoint_in["rate_limit"]["maximum"], 100_000);
+    assert_eq!(endpoint_in["tenant"]["maxLength"], 128);
+    egress.stop().await;
+}
+
+#[tokio::test]
 async fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
     let nats = hookbus_testkit::NatsServer::start();
     let egress = Egress::start(&nats.url(), settings()).await;
