@@ -295,31 +295,43 @@ impl Stores {
         }
     }
 
-    /// Every status record of one endpoint, with its event id.
-    pub async fn statuses_of(&self, endpoint: &str) -> Result<Vec<(String, Status)>, StoreError> {
+    /// The status records of one endpoint written at or after `since` (unix seconds), each as
+    /// last written, with its event id. Reads the bucket's writes since then, not the
+    /// endpoint's whole history: a record created since `since` was written since, and so was
+    /// every record an attempt since then changed.
+    pub async fn statuses_written_since(
+        &self,
+        endpoint: &str,
+        since: i64,
+    ) -> Result<Vec<(String, Status)>, StoreError> {
+        let what = "read the status records";
         let prefix = format!("$KV.{STATUS_BUCKET}.{endpoint}.");
-        let records = read_all(
+        let start_time = time::OffsetDateTime::from_unix_timestamp(since)
+            .map_err(|e| StoreError::new(what, e))?;
+        let writes = read_all(
             &self.status.stream,
             format!("{prefix}*"),
-            jetstream::consumer::DeliverPolicy::LastPerSubject,
+            jetstream::consumer::DeliverPolicy::ByStartTime { start_time },
         )
         .await
-        .map_err(|e| StoreError::new("read the status records", e))?;
-        Ok(records
+        .map_err(|e| StoreError::new(what, e))?;
+        let mut last: std::collections::BTreeMap<String, Option<Status>> = Default::default();
+        for message in writes {
+            let Some(event) = message.subject.as_str().strip_prefix(&prefix) else {
+                continue;
+            };
+            let removed = message
+                .headers
+                .as_ref()
+                .is_some_and(|h| h.get("KV-Operation").is_some());
+            let status = (!removed)
+                .then(|| serde_json::from_slice::<Status>(&message.payload).ok())
+                .flatten();
+            last.insert(event.to_owned(), status);
+        }
+        Ok(last
             .into_iter()
-            .filter_map(|message| {
-                let event = message.subject.as_str().strip_prefix(&prefix)?.to_owned();
-                let operation = message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("KV-Operation"))
-                    .map(|v| v.to_string());
-                if operation.is_some() {
-                    return None; // a delete or purge marker
-                }
-                let status = serde_json::from_slice::<Status>(&message.payload).ok()?;
-                Some((event, status))
-            })
+            .filter_map(|(event, status)| Some((event, status?)))
             .collect())
     }
 }

@@ -616,3 +616,54 @@ async fn the_directory_is_current_only_once_its_watch_has_every_endpoint_stored_
     shutdown.cancel();
     follow.await.unwrap();
 }
+
+#[tokio::test]
+async fn recover_takes_what_failed_since_its_time_and_leaves_what_failed_before() {
+    let nats = hookbus_testkit::NatsServer::start();
+    let mut one_try = settings();
+    one_try.retry_schedule = Vec::new();
+    let egress = Egress::start(&nats.url(), one_try).await;
+    let (receiver, fixed) = common::fixable(500).await;
+    let (endpoint, _) = egress.endpoint(json!({"url": receiver.url})).await;
+    let old = egress.message("order.created", json!({"n": 1}), None).await;
+    receiver.wait_for(1, WAIT).await;
+    // The status records are second-granular: leave a whole second between the two.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let since = time::OffsetDateTime::now_utc() - Duration::from_millis(500);
+    let recent = egress.message("order.created", json!({"n": 2}), None).await;
+    receiver.wait_for(2, WAIT).await;
+    fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let recover = |at: time::OffsetDateTime| {
+        let egress = &egress;
+        let endpoint = &endpoint;
+        async move {
+            let since = at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap();
+            egress
+                .call(
+                    "POST",
+                    &format!("/v1/endpoints/{endpoint}/recover"),
+                    Some(json!({"since": since})),
+                )
+                .await
+        }
+    };
+    let (status, answer) = recover(time::OffsetDateTime::now_utc() + Duration::from_secs(60)).await;
+    assert_eq!(
+        (status, answer["queued"].as_u64()),
+        (202, Some(0)),
+        "{answer}"
+    );
+    let (status, answer) = recover(since).await;
+    assert_eq!(
+        (status, answer["queued"].as_u64()),
+        (202, Some(1)),
+        "{answer}"
+    );
+    let hits = receiver.wait_for(3, WAIT).await;
+    assert_eq!(hits[2].id(), recent, "the recent one, not {old}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.count(), 3);
+    egress.stop().await;
+}

@@ -81,7 +81,7 @@ pub async fn recover(
             .map_err(|e| ApiError::invalid("since", format!("not an RFC 3339 time: {e}")))?
             .unix_timestamp();
     load(engine, &id).await?;
-    let statuses = engine.stores.statuses_of(&id).await?;
+    let statuses = engine.stores.statuses_written_since(&id, since).await?;
     let mut queued = 0;
     for (event_id, status) in statuses {
         if status.created_at < since || status.state == TaskState::Delivered {
