@@ -315,7 +315,7 @@ impl Engine {
             .stores
             .js
             .publish(
-                store::attempts_subject(&task.endpoint_id),
+                store::attempt_subject(&task.endpoint_id, &task.event_id),
                 record.encode_to_vec().into(),
             )
             .await

@@ -11,7 +11,8 @@
 //!   tasks waiting on `egress.retry.<endpoint>.<event>` as message schedules that the server
 //!   publishes onto the task subject when they are due; tasks of a disabled endpoint held on
 //!   `egress.held.<endpoint>` until it is enabled.
-//! - Stream `EGRESS_ATTEMPTS`: one protobuf `DeliveryAttempt` per try, `egress.attempts.<endpoint>`.
+//! - Stream `EGRESS_ATTEMPTS`: one protobuf `DeliveryAttempt` per try,
+//!   `egress.attempts.<endpoint>.<event>` (`egress.attempts.<endpoint>` before 2026-12-02).
 
 use std::time::Duration;
 
@@ -66,8 +67,28 @@ pub fn retry_subject(endpoint: &str, event: &str) -> String {
     format!("egress.retry.{endpoint}.{event}")
 }
 
-pub fn attempts_subject(endpoint: &str) -> String {
+/// Where an attempt of one (endpoint, event) is stored.
+pub fn attempt_subject(endpoint: &str, event: &str) -> String {
+    format!("egress.attempts.{endpoint}.{event}")
+}
+
+/// Where the egress stored an endpoint's attempts before they had a subject per event
+/// (before 2026-12-02); still read beside the new ones.
+pub fn legacy_attempts(endpoint: &str) -> String {
     format!("egress.attempts.{endpoint}")
+}
+
+/// Where an endpoint's attempts are.
+pub fn endpoint_attempts(endpoint: &str) -> Vec<String> {
+    vec![
+        legacy_attempts(endpoint),
+        format!("egress.attempts.{endpoint}.*"),
+    ]
+}
+
+/// Where one event's attempts to every endpoint are.
+pub fn message_attempts(event: &str) -> String {
+    format!("egress.attempts.*.{event}")
 }
 
 pub fn status_key(endpoint: &str, event: &str) -> String {
@@ -203,7 +224,7 @@ impl Stores {
             stream::Config {
                 name: ATTEMPTS_STREAM.into(),
                 description: Some("egress delivery attempts".into()),
-                subjects: vec!["egress.attempts.*".into()],
+                subjects: vec!["egress.attempts.*".into(), "egress.attempts.*.*".into()],
                 storage: stream::StorageType::File,
                 retention: stream::RetentionPolicy::Limits,
                 max_age: retention,
@@ -370,10 +391,25 @@ pub async fn read_all(
     filter: String,
     deliver: jetstream::consumer::DeliverPolicy,
 ) -> Result<Vec<jetstream::Message>, String> {
+    read_all_of(stream, vec![filter], deliver).await
+}
+
+/// Every message on any of `filters` in `stream` (from `deliver`), in stream order.
+pub async fn read_all_of(
+    stream: &stream::Stream,
+    mut filters: Vec<String>,
+    deliver: jetstream::consumer::DeliverPolicy,
+) -> Result<Vec<jetstream::Message>, String> {
     use futures_util::StreamExt;
+    let (filter_subject, filter_subjects) = if filters.len() == 1 {
+        (filters.remove(0), Vec::new())
+    } else {
+        (String::new(), filters)
+    };
     let mut consumer = stream
         .create_consumer(jetstream::consumer::pull::Config {
-            filter_subject: filter,
+            filter_subject,
+            filter_subjects,
             deliver_policy: deliver,
             ack_policy: jetstream::consumer::AckPolicy::None,
             inactive_threshold: Duration::from_secs(30),

@@ -17,6 +17,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/endpoints/{id}/secret/rotate"),
     ("post", "/v1/messages"),
     ("get", "/v1/endpoints/{id}/attempts"),
+    ("get", "/v1/messages/{id}/attempts"),
     ("post", "/v1/endpoints/{id}/messages/{event_id}/resend"),
     ("post", "/v1/endpoints/{id}/recover"),
     ("get", "/v1/dead-letters"),

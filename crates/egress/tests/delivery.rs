@@ -667,3 +667,95 @@ async fn recover_takes_what_failed_since_its_time_and_leaves_what_failed_before(
     assert_eq!(receiver.count(), 3);
     egress.stop().await;
 }
+
+#[tokio::test]
+async fn a_message_lists_its_attempts_to_every_endpoint_newest_first() {
+    let nats = hookbus_testkit::NatsServer::start();
+    let egress = Egress::start(&nats.url(), settings()).await;
+    let first = Receiver::ok().await;
+    let second = Receiver::ok().await;
+    // Fails its first request, then takes the retry.
+    let flaky = Receiver::start(|n| Reply::status(if n == 0 { 500 } else { 200 })).await;
+    let mut endpoints = Vec::new();
+    for receiver in [&first, &second, &flaky] {
+        endpoints.push(egress.endpoint(json!({"url": receiver.url})).await.0);
+    }
+    let message = egress.message("order.created", json!({"n": 1}), None).await;
+    flaky.wait_for(2, WAIT).await;
+    first.wait_for(1, WAIT).await;
+    second.wait_for(1, WAIT).await;
+    let other = egress.message("order.created", json!({"n": 2}), None).await;
+    flaky.wait_for(3, WAIT).await;
+
+    let attempts = until(WAIT, "4 attempts of the message", || async {
+        Some(
+            egress
+                .every(&format!("/v1/messages/{message}/attempts"))
+                .await,
+        )
+        .filter(|a| a.len() == 4)
+    })
+    .await;
+    assert!(
+        attempts.iter().all(|a| a["event_id"] == message.as_str()),
+        "{attempts:?}"
+    );
+    let mut to: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["endpoint_id"].as_str().unwrap())
+        .collect();
+    to.sort_unstable();
+    let mut expected = vec![
+        endpoints[0].as_str(),
+        endpoints[1].as_str(),
+        endpoints[2].as_str(),
+        endpoints[2].as_str(),
+    ];
+    expected.sort_unstable();
+    assert_eq!(to, expected, "one attempt each, two to the flaky one");
+    let flaky_attempts: Vec<(u64, &str)> = attempts
+        .iter()
+        .filter(|a| a["endpoint_id"] == endpoints[2].as_str())
+        .map(|a| {
+            (
+                a["attempt"].as_u64().unwrap(),
+                a["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        flaky_attempts,
+        [(2, "succeeded"), (1, "failed")],
+        "newest first"
+    );
+
+    let (status, page) = egress
+        .call(
+            "GET",
+            &format!("/v1/messages/{message}/attempts?limit=3"),
+            None,
+        )
+        .await;
+    assert_eq!((status, page["items"].as_array().unwrap().len()), (200, 3));
+    assert_eq!(page["done"], false);
+    let others = egress
+        .every(&format!("/v1/messages/{other}/attempts"))
+        .await;
+    assert!(others.iter().all(|a| a["event_id"] == other.as_str()));
+    let (status, none) = egress
+        .call("GET", "/v1/messages/never-sent/attempts", None)
+        .await;
+    assert_eq!((status, none["items"].clone()), (200, json!([])));
+    let (status, _) = egress.call("GET", "/v1/messages/a.b/attempts", None).await;
+    assert_eq!(status, 404);
+    // An endpoint's own list, by event, finds the same attempts.
+    let (_, by_event) = egress
+        .call(
+            "GET",
+            &format!("/v1/endpoints/{}/attempts?event_id={message}", endpoints[2]),
+            None,
+        )
+        .await;
+    assert_eq!(by_event["items"].as_array().unwrap().len(), 2, "{by_event}");
+    egress.stop().await;
+}

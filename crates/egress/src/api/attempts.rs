@@ -1,5 +1,7 @@
-//! `GET /v1/endpoints/{id}/attempts`: an endpoint's delivery attempts, newest first, a page at a
-//! time. The iterator is the stream sequence of the page's last attempt.
+//! Delivery attempts, newest first, a page at a time: an endpoint's
+//! (`GET /v1/endpoints/{id}/attempts`) and one message's to every endpoint
+//! (`GET /v1/messages/{id}/attempts`). The iterator is the stream sequence of the page's last
+//! attempt.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -14,11 +16,13 @@ use super::endpoints::load;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::input::{Params, rfc3339};
 use super::page::{self, PageRequest};
+use crate::records::valid_id;
 use crate::store;
 
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct AttemptOut {
     pub id: String,
+    pub endpoint_id: String,
     pub event_id: String,
     /// 1 for the first try.
     #[schema(minimum = 1)]
@@ -69,6 +73,7 @@ fn attempt_out(a: DeliveryAttempt) -> AttemptOut {
         error: Some(a.error).filter(|e| !e.is_empty()),
         attempted_at: rfc3339(a.attempted_at.map(|t| t.seconds).unwrap_or_default()),
         id: a.id,
+        endpoint_id: a.endpoint_id,
         event_id: a.event_id,
         attempt: a.attempt,
         latency_ms: a.latency_ms,
@@ -87,29 +92,89 @@ pub async fn list(
 ) -> ApiResult<Json<AttemptList>> {
     let engine = &state.engine;
     let page = PageRequest::new("attempts", query.limit, query.iterator.as_deref())?;
-    let before = page.after_sequence()?.unwrap_or(u64::MAX);
     load(engine, &id).await?;
-    // Read forward: this list still reads the endpoint's whole attempt log (docs/egress.md,
-    // "Limits and known gaps").
-    let messages = store::read_all(
+    let event = query.event_id.as_deref();
+    let filters = match event {
+        Some(event) if valid_id(event) => vec![
+            store::legacy_attempts(&id),
+            store::attempt_subject(&id, event),
+        ],
+        Some(_) => return Ok(Json(newest_first(Vec::new(), &page, "attempts")?)),
+        None => store::endpoint_attempts(&id),
+    };
+    let messages = read(engine, filters).await?;
+    // Attempts stored before they had a subject per event: filter those by event here.
+    let messages = messages
+        .into_iter()
+        .filter(|(_, a)| event.is_none_or(|e| e == a.event_id))
+        .collect();
+    Ok(Json(newest_first(messages, &page, "attempts")?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MessageAttemptQuery {
+    /// At most this many (default 50).
+    #[param(minimum = 1, maximum = 250)]
+    limit: Option<usize>,
+    /// The `iterator` of the previous page.
+    iterator: Option<String>,
+}
+
+/// The delivery attempts of one message (event) to every endpoint, newest first. A message that
+/// has no attempts (yet) answers an empty list.
+#[utoipa::path(get, path = "/v1/messages/{id}/attempts", tag = "deliveries", operation_id = "list_message_attempts",
+    params(("id" = String, Path, description = "The event id"), MessageAttemptQuery),
+    responses((status = 200, body = AttemptList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn list_for_message(
+    State(state): AppState,
+    Path(id): Path<String>,
+    Params(query): Params<MessageAttemptQuery>,
+) -> ApiResult<Json<AttemptList>> {
+    let page = PageRequest::new("message-attempts", query.limit, query.iterator.as_deref())?;
+    if !valid_id(&id) {
+        return Err(ApiError::not_found(format!("no message {id}")));
+    }
+    let messages = read(&state.engine, vec![store::message_attempts(&id)]).await?;
+    Ok(Json(newest_first(messages, &page, "message-attempts")?))
+}
+
+/// The attempts on `filters`, with their stream sequences, in stream order.
+async fn read(
+    engine: &crate::engine::Engine,
+    filters: Vec<String>,
+) -> ApiResult<Vec<(u64, DeliveryAttempt)>> {
+    // Reads forward from the start: the whole log on these subjects (docs/egress.md, "Limits
+    // and known gaps").
+    let messages = store::read_all_of(
         &engine.stores.attempts,
-        store::attempts_subject(&id),
+        filters,
         async_nats::jetstream::consumer::DeliverPolicy::All,
     )
     .await
     .map_err(ApiError::internal)?;
-    let mut found = messages
+    Ok(messages
         .iter()
-        .rev()
         .filter_map(|m| {
             let sequence = m.info().ok()?.stream_sequence;
             let attempt = DeliveryAttempt::decode(m.payload.clone()).ok()?;
             Some((sequence, attempt))
         })
-        .filter(|(sequence, a)| {
-            *sequence < before && query.event_id.as_ref().is_none_or(|e| *e == a.event_id)
-        })
-        .take(page.limit + 1);
+        .collect())
+}
+
+/// The page of `attempts` (in stream order) before the iterator's position, newest first.
+fn newest_first(
+    attempts: Vec<(u64, DeliveryAttempt)>,
+    page: &PageRequest,
+    list: &str,
+) -> ApiResult<AttemptList> {
+    let before = page.after_sequence()?.unwrap_or(u64::MAX);
+    let mut found = attempts
+        .into_iter()
+        .rev()
+        .filter(|(sequence, _)| *sequence < before);
     let mut items = Vec::with_capacity(page.limit);
     let mut last = None;
     for (sequence, attempt) in found.by_ref().take(page.limit) {
@@ -118,10 +183,10 @@ pub async fn list(
     }
     let more = found.next().is_some();
     let last = last.filter(|_| more).map(|s| s.to_string());
-    let (iterator, done) = page::next("attempts", last.as_deref());
-    Ok(Json(AttemptList {
+    let (iterator, done) = page::next(list, last.as_deref());
+    Ok(AttemptList {
         items,
         iterator,
         done,
-    }))
+    })
 }
