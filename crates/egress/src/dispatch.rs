@@ -1,8 +1,10 @@
 //! The dispatcher: a durable consumer on `EVENTS` (the consumer runtime of `hookbus-bus`) that
 //! turns each event into one task per matching endpoint, on the endpoint's partition subject
-//! `egress.tasks.<partition>.<endpoint>`, with a status record per (endpoint, event) created
-//! first: an event dispatched before (redelivered, or replayed with a fresh message id) is not
-//! dispatched again. Resend, recover and dead-letter retries queue their tasks here too.
+//! `egress.tasks.<partition>.<endpoint>`. In this order: the tasks are stored (each with the
+//! message id `<event>:<endpoint>`), then the event is marked dispatched in `egress_dispatched`,
+//! then it is acked. An event already marked (redelivered, or replayed with a fresh message id)
+//! is not dispatched again; one that stopped before its marker is dispatched again, and the
+//! message ids store its tasks once. Resend, recover and dead-letter retries queue here too.
 
 use std::time::Duration;
 
@@ -53,9 +55,23 @@ impl Engine {
         let targets =
             self.directory
                 .matching(&event.r#type, &event.source, event.tenant.as_deref());
-        if !targets.is_empty() {
-            self.events.insert(delivery.stream_sequence, event);
+        if targets.is_empty() {
+            return Outcome::Ack;
         }
+        match self.stores.dispatched(&event.id).await {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                tracing::debug!(event = %event.id, "dispatched before; not again");
+                return Outcome::Ack;
+            }
+            Err(e) => {
+                tracing::warn!(event = %event.id, error = %e, "dispatch marker unreadable; retried");
+                return Outcome::Retry {
+                    after: Duration::from_secs(1),
+                };
+            }
+        }
+        self.events.insert(delivery.stream_sequence, event);
         let trace = hookbus_telemetry::context_from_nats(&delivery.headers);
         // At most FAN_OUT_IN_FLIGHT at once; the first failure ends the dispatch (retried).
         let mut targets = targets.iter();
@@ -81,6 +97,18 @@ impl Engine {
                 }
             }
         }
+        let failed = match failed {
+            None => {
+                hookbus_bus::failpoint("egress.dispatch.after_tasks");
+                let marked = self
+                    .stores
+                    .mark_dispatched(&event.id, delivery.stream_sequence)
+                    .await;
+                hookbus_bus::failpoint("egress.dispatch.after_marker");
+                marked.err()
+            }
+            failed => failed,
+        };
         match failed {
             None => Outcome::Ack,
             Some(e) => {
@@ -94,9 +122,10 @@ impl Engine {
         }
     }
 
-    /// Queues `event` for `endpoint`. A dispatch does not queue an (endpoint, event) that has a
-    /// status record already, unless it is still queued and recent (a dispatch that crashed
-    /// between its record and its publish; the publish's message id makes a repeat harmless).
+    /// Queues `event` for `endpoint`. A dispatch's task has the message id
+    /// `<event>:<endpoint>`, so a dispatch repeated within the task stream's duplicate window
+    /// (2 minutes) stores it once. Recover and dead-letter retries first check that it was not
+    /// delivered since, and mark the status queued again; resends do neither.
     /// The task carries the trace context of the current span (a child of `trace` when spans are
     /// not exported), and so does every retry of it, up to the request the endpoint gets.
     pub async fn enqueue(
@@ -108,35 +137,19 @@ impl Engine {
         trace: &hookbus_telemetry::TraceContext,
     ) -> Result<(), StoreError> {
         let now = unix_now();
-        let status = Status {
-            state: State::Queued,
-            event_type: event.r#type.clone(),
-            stream_sequence,
-            attempts: 0,
-            created_at: now,
-            updated_at: now,
-            last_error: None,
-        };
         let message_id = match how {
-            Queue::Dispatch => {
-                let created = self
-                    .stores
-                    .create_status(endpoint, &event.id, &status)
-                    .await?;
-                if !created {
-                    let existing = self.stores.status(endpoint, &event.id).await?;
-                    let unfinished = existing.as_ref().is_some_and(|s| {
-                        s.state == State::Queued && now - s.created_at < 120 && s.attempts == 0
-                    });
-                    if !unfinished {
-                        return Ok(());
-                    }
-                }
-                format!("{}:{endpoint}", event.id)
-            }
+            Queue::Dispatch => format!("{}:{endpoint}", event.id),
             Queue::Again | Queue::Resend => {
                 if how == Queue::Again {
-                    let mut status = status.clone();
+                    let mut status = Status {
+                        state: State::Queued,
+                        event_type: event.r#type.clone(),
+                        stream_sequence,
+                        attempts: 0,
+                        created_at: now,
+                        updated_at: now,
+                        last_error: None,
+                    };
                     if let Some(existing) = self.stores.status(endpoint, &event.id).await? {
                         if existing.state == State::Delivered {
                             // Recovered or retried after it was delivered after all.
@@ -159,7 +172,7 @@ impl Engine {
             created_at: Some(timestamp(now)),
             next_attempt_at: None,
             resend: how == Queue::Resend,
-            // The status was just recorded as queued, by this dispatch or by the one it repeats.
+            // A dispatch's first try: no status to read (none is written before the first try).
             fresh: how == Queue::Dispatch,
         };
         let mut headers = HeaderMap::new();

@@ -1,8 +1,11 @@
 //! What the egress keeps, all in JetStream and replicated with the cluster:
 //!
 //! - KV `egress_endpoints`: one protobuf `Endpoint` per id, watched by every replica.
+//! - KV `egress_dispatched`: one key per dispatched event (its id; the value is its `EVENTS`
+//!   sequence), written once the event's tasks are stored, kept for `retention` and at least 3
+//!   days. It is the dispatcher's dedup: one write per event, whatever its endpoints.
 //! - KV `egress_status`: one JSON [`Status`] per (endpoint, event), key `<endpoint>.<event>`,
-//!   kept for the retention period. It is the dispatcher's dedup and what `recover` reads.
+//!   written after each attempt and kept for the retention period: what `recover` reads.
 //! - KV `egress_health`: since when an endpoint has been failing, for `disable_after`.
 //! - KV `egress_replicas`: one key per running replica, refreshed while it lives; the replicas
 //!   share the task partitions among the keys present.
@@ -23,6 +26,9 @@ use serde::{Deserialize, Serialize};
 pub const ENDPOINTS_BUCKET: &str = "egress_endpoints";
 pub const STATUS_BUCKET: &str = "egress_status";
 pub const HEALTH_BUCKET: &str = "egress_health";
+pub const DISPATCHED_BUCKET: &str = "egress_dispatched";
+/// The least time a dispatched event stays marked, whatever `retention` is.
+pub const DISPATCHED_AT_LEAST: Duration = Duration::from_secs(3 * 24 * 3600);
 pub const TASKS_STREAM: &str = "EGRESS_TASKS";
 pub const ATTEMPTS_STREAM: &str = "EGRESS_ATTEMPTS";
 pub const REPLICAS_BUCKET: &str = "egress_replicas";
@@ -144,6 +150,7 @@ pub struct Stores {
     pub js: jetstream::Context,
     pub endpoints: kv::Store,
     pub status: kv::Store,
+    pub dispatched: kv::Store,
     pub health: kv::Store,
     pub replicas: kv::Store,
     pub tasks: stream::Stream,
@@ -235,6 +242,13 @@ impl Stores {
         .await?;
         let endpoints = bucket(&js, ENDPOINTS_BUCKET, Duration::ZERO, replicas).await?;
         let status = bucket(&js, STATUS_BUCKET, retention, replicas).await?;
+        let dispatched = bucket(
+            &js,
+            DISPATCHED_BUCKET,
+            retention.max(DISPATCHED_AT_LEAST),
+            replicas,
+        )
+        .await?;
         let health = bucket(&js, HEALTH_BUCKET, Duration::ZERO, replicas).await?;
         // Its max_age is how long a replica that stopped refreshing its key counts as alive, so
         // it follows `replica_timeout` of the replica that started last.
@@ -260,6 +274,7 @@ impl Stores {
             js,
             endpoints,
             status,
+            dispatched,
             health,
             replicas: replicas_bucket,
             tasks,
@@ -297,22 +312,34 @@ impl Stores {
             .map_err(|e| StoreError::new("write a status record", e))
     }
 
-    /// Creates the record only if there is none; `false` when one was there.
-    pub async fn create_status(
-        &self,
-        endpoint: &str,
-        event: &str,
-        status: &Status,
-    ) -> Result<bool, StoreError> {
-        let bytes = serde_json::to_vec(status).map_err(|e| StoreError::new("status", e))?;
+    /// The `EVENTS` sequence of an event that was dispatched, if it was.
+    pub async fn dispatched(&self, event: &str) -> Result<Option<u64>, StoreError> {
+        let what = "read a dispatch marker";
         match self
-            .status
-            .create(status_key(endpoint, event), bytes.into())
+            .dispatched
+            .get(event)
+            .await
+            .map_err(|e| StoreError::new(what, e))?
+        {
+            None => Ok(None),
+            Some(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .map(Some)
+                .ok_or_else(|| StoreError::new(what, format!("{event}: not a sequence"))),
+        }
+    }
+
+    /// Marks an event dispatched (once its tasks are stored). A marker already there is kept.
+    pub async fn mark_dispatched(&self, event: &str, sequence: u64) -> Result<(), StoreError> {
+        match self
+            .dispatched
+            .create(event, sequence.to_string().into())
             .await
         {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(StoreError::new("create a status record", e)),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(StoreError::new("write a dispatch marker", e)),
         }
     }
 

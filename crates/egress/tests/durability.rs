@@ -306,3 +306,50 @@ async fn deliveries_resume_after_nats_server_restarts_without_restarting_the_egr
     .await;
     egress.stop().await;
 }
+
+/// An egress that crashes in the middle of a dispatch, at `failpoint`, then starts again: each
+/// of the event's 3 endpoints gets it once.
+async fn crash_in_a_dispatch(failpoint: &str) {
+    let nats = hookbus_testkit::NatsServer::start();
+    let port = hookbus_testkit::free_port();
+    let crashing = spawn_egress_with(&nats.url(), port, &[("HOOKBUS_FAILPOINTS", failpoint)]);
+    let mut crashing = Killed(crashing);
+    let egress = api_of(port);
+    egress.wait_ready().await;
+    let receivers = [
+        Receiver::ok().await,
+        Receiver::ok().await,
+        Receiver::ok().await,
+    ];
+    for receiver in &receivers {
+        egress.endpoint(json!({"url": receiver.url})).await;
+    }
+    let ids = publish(&nats.url(), 1).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while crashing.0.try_wait().unwrap().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{failpoint} not hit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _restarted = Killed(spawn_egress(&nats.url(), port));
+    egress.wait_ready().await;
+    // The event comes back to the dispatcher once its ack wait (30 s) has passed.
+    for receiver in &receivers {
+        receiver.wait_for(1, Duration::from_secs(90)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for receiver in &receivers {
+        let got: Vec<String> = receiver.hits().iter().map(common::Hit::id).collect();
+        assert_eq!(got, ids, "{failpoint}: each endpoint gets the event once");
+    }
+}
+
+#[tokio::test]
+async fn a_crash_between_a_dispatchs_tasks_its_marker_and_its_ack_sends_each_task_once() {
+    tokio::join!(
+        crash_in_a_dispatch("egress.dispatch.after_tasks"),
+        crash_in_a_dispatch("egress.dispatch.after_marker"),
+    );
+}

@@ -37,20 +37,35 @@ pub async fn resend(
             "no event {event_id} for endpoint {id}"
         )));
     }
-    let status = engine.stores.status(&id, &event_id).await?.ok_or_else(|| {
+    let never = || {
         ApiError::not_found(format!(
             "event {event_id} was never queued for endpoint {id}"
         ))
-    })?;
-    let event = engine.event_at(status.stream_sequence, &event_id).await?;
+    };
+    // Its status once it was tried. Before that, the dispatch marker of the event, if the
+    // event is one this endpoint takes: never another tenant's event, nor one of a type it
+    // does not subscribe to.
+    let (sequence, tried) = match engine.stores.status(&id, &event_id).await? {
+        Some(status) => (status.stream_sequence, true),
+        None => (
+            engine
+                .stores
+                .dispatched(&event_id)
+                .await?
+                .ok_or_else(never)?,
+            false,
+        ),
+    };
+    let event = engine.event_at(sequence, &event_id).await?;
+    let takes = |live: std::sync::Arc<crate::directory::Live>| {
+        live.subscription
+            .matches(&event.r#type, &event.source, event.tenant.as_deref())
+    };
+    if !tried && !engine.directory.get(&id).is_some_and(takes) {
+        return Err(never());
+    }
     engine
-        .enqueue(
-            &id,
-            &event,
-            status.stream_sequence,
-            Queue::Resend,
-            &Default::default(),
-        )
+        .enqueue(&id, &event, sequence, Queue::Resend, &Default::default())
         .await?;
     Ok((StatusCode::ACCEPTED, Json(Queued { queued: 1 })))
 }
