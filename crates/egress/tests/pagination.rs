@@ -172,7 +172,10 @@ async fn paging_through_1000_attempts_of_one_endpoint_yields_each_once_newest_fi
     let nats = hookbus_testkit::NatsServer::start();
     let egress = Egress::start(&nats.url(), settings()).await;
     let receiver = Receiver::ok().await;
-    let (endpoint, _) = egress.endpoint(json!({"url": receiver.url})).await;
+    // One at a time, so the attempts are recorded in the order they were made.
+    let (endpoint, _) = egress
+        .endpoint(json!({"url": receiver.url, "max_in_flight": 1}))
+        .await;
     let sent: BTreeSet<String> = stream::iter(0..1000)
         .map(|i| {
             let egress = &egress;

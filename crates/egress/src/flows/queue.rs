@@ -1,7 +1,9 @@
 //! One endpoint's queue at the replica that owns its partition: at most `max_in_flight` tasks
-//! started, at most `buffer` more waiting in memory (unacked, so the broker still holds them), and
-//! beyond that parked: acked, and stored as a message schedule due when the endpoint should have
-//! room again. A slow endpoint therefore holds at most `max_in_flight + buffer` of its
+//! started, some more waiting in memory (unacked, so the broker still holds them), and beyond
+//! that parked: acked, and stored as a message schedule due when the endpoint should have room
+//! again. What may wait is about [`WAIT_HORIZON`] of the endpoint's work at its own pace, at
+//! least `buffer` and at most [`MAX_WAITING`]: a fast endpoint keeps its backlog in memory and
+//! runs at full speed, and a slow or stuck one holds at most `max_in_flight + buffer` of its
 //! partition's unacked tasks, whatever its backlog.
 
 use std::collections::VecDeque;
@@ -12,6 +14,11 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
+
+/// How much of an endpoint's work may wait in memory, at its pace.
+pub const WAIT_HORIZON: Duration = Duration::from_secs(1);
+/// The most tasks of one endpoint that wait in memory.
+pub const MAX_WAITING: usize = 1024;
 
 /// The least and the most a task is parked for.
 const PARK_MIN: Duration = Duration::from_secs(1);
@@ -104,7 +111,7 @@ impl<T> EndpointQueue<T> {
             self.last_progress = now;
             return Admit::Start;
         }
-        if self.waiting.len() < limits.buffer as usize {
+        if self.waiting.len() < self.room(limits, now) {
             return Admit::Wait;
         }
         Admit::Park(self.park_for(limits, now))
@@ -139,6 +146,27 @@ impl<T> EndpointQueue<T> {
             && self.horizon <= now
     }
 
+    /// How many tasks may wait: those the endpoint should start within [`WAIT_HORIZON`], at its
+    /// answer time over its slots (or the time it has been stuck, if longer), and at its rate
+    /// limit; at least `buffer`, at most [`MAX_WAITING`].
+    fn room(&self, limits: Limits, now: Instant) -> usize {
+        let slots = limits.max_in_flight.max(1);
+        let stuck = if self.in_flight >= slots {
+            now.duration_since(self.last_progress)
+        } else {
+            Duration::ZERO
+        };
+        let pace = self.latency.max(stuck).max(Duration::from_micros(100));
+        let mut starts = f64::from(slots) * WAIT_HORIZON.as_secs_f64() / pace.as_secs_f64();
+        if limits.rate_limit > 0 {
+            starts = starts.min(f64::from(limits.rate_limit) * WAIT_HORIZON.as_secs_f64() / 1.1);
+        }
+        (starts as usize).clamp(
+            limits.buffer as usize,
+            MAX_WAITING.max(limits.buffer as usize),
+        )
+    }
+
     /// How long a task that finds no room is parked: parked tasks are spaced by the endpoint's
     /// estimated time per task (its answer time over its slots, or its rate limit), behind those
     /// ahead of them, so each comes back about when there is room for it.
@@ -171,6 +199,8 @@ mod tests {
     fn slots_then_the_buffer_then_parking_and_finishing_starts_the_next_in_order() {
         let now = Instant::now();
         let mut queue = EndpointQueue::new(now);
+        // A slow endpoint (1 s an answer): only the buffer waits.
+        queue.latency = Duration::from_secs(1);
         assert_eq!(queue.admit(LIMITS, now), Admit::Start);
         assert_eq!(queue.admit(LIMITS, now), Admit::Start);
         for n in 0..3 {
@@ -199,6 +229,33 @@ mod tests {
         assert_eq!(queue.in_flight, 1);
         // Waiting tasks go first: a newcomer does not overtake them.
         assert_eq!(queue.admit(LIMITS, now), Admit::Wait);
+    }
+
+    #[test]
+    fn a_fast_endpoint_keeps_its_backlog_waiting_and_a_stuck_one_only_its_buffer() {
+        let now = Instant::now();
+        let limits = Limits {
+            max_in_flight: 32,
+            rate_limit: 0,
+            buffer: 8,
+        };
+        let mut fast: EndpointQueue<()> = EndpointQueue::new(now);
+        fast.latency = Duration::from_millis(2);
+        fast.in_flight = 32;
+        // 32 slots × 1 s / 2 ms = 16,000 starts: capped.
+        assert_eq!(fast.room(limits, now), MAX_WAITING);
+        let mut slow: EndpointQueue<()> = EndpointQueue::new(now);
+        slow.latency = Duration::from_millis(50);
+        slow.in_flight = 32;
+        assert_eq!(slow.room(limits, now), 640);
+        // Nothing finished for 5 s: stuck, however fast it answered before.
+        assert_eq!(fast.room(limits, now + Duration::from_secs(5)), 8);
+        // A rate limit of 100/s lets about 90 wait.
+        let limited = Limits {
+            rate_limit: 100,
+            ..limits
+        };
+        assert_eq!(fast.room(limited, now), 90);
     }
 
     #[test]
