@@ -759,3 +759,51 @@ async fn a_message_lists_its_attempts_to_every_endpoint_newest_first() {
     assert_eq!(by_event["items"].as_array().unwrap().len(), 2, "{by_event}");
     egress.stop().await;
 }
+
+#[tokio::test]
+async fn resend_of_an_event_never_sent_to_the_endpoint_goes_only_to_one_that_takes_it() {
+    let nats = hookbus_testkit::NatsServer::start();
+    let egress = Egress::start(&nats.url(), settings()).await;
+    let first = Receiver::ok().await;
+    egress
+        .endpoint(json!({"url": first.url, "tenant": "acme"}))
+        .await;
+    let id = egress
+        .message("invoice.paid", json!({"n": 1}), Some("acme"))
+        .await;
+    first.wait_for(1, WAIT).await;
+    // Created after the event was dispatched: never queued for it.
+    let late = Receiver::ok().await;
+    let (acme_late, _) = egress
+        .endpoint(json!({"url": late.url, "tenant": "acme"}))
+        .await;
+    let other = Receiver::ok().await;
+    let (globex, _) = egress
+        .endpoint(json!({"url": other.url, "tenant": "globex"}))
+        .await;
+    let (stock_only, _) = egress
+        .endpoint(json!({"url": other.url, "tenant": "acme", "event_types": ["stock.*"]}))
+        .await;
+    for endpoint in [&globex, &stock_only] {
+        let (status, answer) = egress
+            .call(
+                "POST",
+                &format!("/v1/endpoints/{endpoint}/messages/{id}/resend"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 404, "{answer}");
+    }
+    let (status, _) = egress
+        .call(
+            "POST",
+            &format!("/v1/endpoints/{acme_late}/messages/{id}/resend"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(late.wait_for(1, WAIT).await[0].id(), id);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(other.count(), 0, "another tenant's endpoint got nothing");
+    egress.stop().await;
+}

@@ -56,7 +56,11 @@ pub async fn resend(
             false,
         ),
     };
-    let event = engine.event_at(sequence, &event_id).await?;
+    let event = match engine.event_at(sequence, &event_id).await {
+        // Say nothing of an event this endpoint was never sent.
+        Err(EventError::Gone(_)) if !tried => return Err(never()),
+        event => event?,
+    };
     let takes = |live: std::sync::Arc<crate::directory::Live>| {
         live.subscription
             .matches(&event.r#type, &event.source, event.tenant.as_deref())
