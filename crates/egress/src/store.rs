@@ -54,6 +54,11 @@ pub fn task_subject(partition: u16, endpoint: &str) -> String {
     format!("egress.tasks.{partition}.{endpoint}")
 }
 
+/// An endpoint's task subject, whatever its partition.
+pub fn endpoint_tasks(endpoint: &str) -> String {
+    format!("egress.tasks.*.{endpoint}")
+}
+
 /// What one partition's consumer reads.
 pub fn partition_filter(partition: u16) -> String {
     format!("egress.tasks.{partition}.*")

@@ -32,15 +32,7 @@ async fn every_route_is_documented_and_answers_401_without_the_token() {
         .endpoint(json!({"url": "http://127.0.0.1:9/hook"}))
         .await;
 
-    let document: serde_json::Value = egress
-        .client
-        .get(format!("{}/openapi.json", egress.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document = egress.openapi().await;
     let paths = document["paths"].as_object().expect("paths");
     let mut documented = Vec::new();
     for (path, item) in paths {
@@ -101,15 +93,7 @@ async fn every_route_is_documented_and_answers_401_without_the_token() {
 async fn the_openapi_document_states_the_page_parameters_and_the_errors_the_handlers_answer() {
     let nats = hookbus_testkit::NatsServer::start();
     let egress = Egress::start(&nats.url(), settings()).await;
-    let document: serde_json::Value = egress
-        .client
-        .get(format!("{}/openapi.json", egress.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document = egress.openapi().await;
     let mut operation_ids = std::collections::BTreeSet::new();
     for (path, item) in document["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {

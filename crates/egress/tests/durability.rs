@@ -341,7 +341,6 @@ async fn crash_in_a_dispatch(failpoint: &str) {
     for receiver in &receivers {
         receiver.wait_for(1, Duration::from_secs(90)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
     for receiver in &receivers {
         let got: HashSet<String> = receiver.hits().iter().map(common::Hit::id).collect();
         assert_eq!(
@@ -350,14 +349,27 @@ async fn crash_in_a_dispatch(failpoint: &str) {
             "{failpoint}: the event arrives"
         );
     }
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let tasks = async_nats::jetstream::new(client)
-        .get_stream("EGRESS_TASKS")
-        .await
-        .unwrap();
+    // Count once the event's redelivery to the dispatcher has been handled and acked: a second
+    // dispatch would have stored its tasks by then.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let events = js.get_stream("EVENTS").await.unwrap();
+    common::eventually(
+        Duration::from_secs(90),
+        "the dispatcher settled",
+        || async {
+            let mut dispatcher = events
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>("egress-dispatcher")
+                .await
+                .unwrap();
+            let info = dispatcher.info().await.unwrap();
+            info.num_pending == 0 && info.num_ack_pending == 0
+        },
+    )
+    .await;
+    let tasks = js.get_stream("EGRESS_TASKS").await.unwrap();
     for endpoint in &endpoints {
         let mut info = tasks
-            .info_with_subjects(format!("egress.tasks.*.{endpoint}"))
+            .info_with_subjects(hookbus_egress::store::endpoint_tasks(endpoint))
             .await
             .unwrap();
         let mut stored = 0;

@@ -13,31 +13,14 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The pages of `list`, 50 at a time: each page's items, following the iterators.
+/// The pages of `list`, 50 at a time.
 async fn pages(egress: &Egress, list: &str) -> Vec<Vec<Value>> {
-    let mut pages = Vec::new();
-    let mut path = format!(
-        "{list}{}limit=50",
-        if list.contains('?') { '&' } else { '?' }
-    );
-    loop {
-        let (status, answer) = egress.call("GET", &path, None).await;
-        assert_eq!(status, 200, "{path}: {answer}");
-        let items = answer["items"].as_array().unwrap().clone();
-        assert!(items.len() <= 50, "{}", items.len());
-        pages.push(items);
-        if answer["done"] == true {
-            assert!(answer["iterator"].is_null(), "{answer}");
-            return pages;
-        }
-        let iterator = answer["iterator"]
-            .as_str()
-            .expect("an iterator unless done");
-        path = format!(
-            "{list}{}limit=50&iterator={iterator}",
-            if list.contains('?') { '&' } else { '?' }
-        );
+    let separator = if list.contains('?') { '&' } else { '?' };
+    let pages = egress.pages(&format!("{list}{separator}limit=50")).await;
+    for page in &pages {
+        assert!(page.len() <= 50, "{}", page.len());
     }
+    pages
 }
 
 fn ids(pages: &[Vec<Value>], field: &str) -> Vec<String> {

@@ -19,6 +19,7 @@ use super::recovery::Queued;
 use crate::dispatch::Queue;
 use crate::engine::DLQ_CONSUMER;
 use crate::records::valid_id;
+use crate::store;
 
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct DeadLetterOut {
@@ -57,7 +58,7 @@ pub struct DeadLetterQuery {
 /// Where the egress's dead letters are: `dlq.egress.<task subject>`.
 fn letters_filter(endpoint: Option<&str>) -> String {
     match endpoint {
-        Some(endpoint) => format!("dlq.{DLQ_CONSUMER}.egress.tasks.*.{endpoint}"),
+        Some(endpoint) => format!("dlq.{DLQ_CONSUMER}.{}", store::endpoint_tasks(endpoint)),
         None => format!("dlq.{DLQ_CONSUMER}.>"),
     }
 }

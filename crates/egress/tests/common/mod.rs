@@ -170,15 +170,21 @@ impl Egress {
 
     /// Every item of a paginated list, following its `iterator` until `done`.
     pub async fn every(&self, list: &str) -> Vec<Value> {
-        let mut items = Vec::new();
+        self.pages(list).await.into_iter().flatten().collect()
+    }
+
+    /// The pages of a paginated list (`list` may set `limit`): each page's items, following the
+    /// `iterator` until `done`, which comes with no iterator.
+    pub async fn pages(&self, list: &str) -> Vec<Vec<Value>> {
+        let mut pages = Vec::new();
         let mut path = list.to_owned();
         loop {
             let (status, answer) = self.call("GET", &path, None).await;
             assert_eq!(status, 200, "{path}: {answer}");
-            items.extend(answer["items"].as_array().unwrap().iter().cloned());
+            pages.push(answer["items"].as_array().unwrap().clone());
             if answer["done"] == true {
                 assert!(answer["iterator"].is_null(), "{answer}");
-                return items;
+                return pages;
             }
             let iterator = answer["iterator"]
                 .as_str()
@@ -186,6 +192,18 @@ impl Egress {
             let separator = if list.contains('?') { '&' } else { '?' };
             path = format!("{list}{separator}iterator={iterator}");
         }
+    }
+
+    /// The OpenAPI document the egress serves.
+    pub async fn openapi(&self) -> Value {
+        self.client
+            .get(format!("{}/openapi.json", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 }
 
