@@ -59,6 +59,7 @@ pub async fn ensure_stream(
                     num_replicas: wanted.num_replicas,
                     allow_message_ttl: wanted.allow_message_ttl,
                     allow_message_schedules: wanted.allow_message_schedules,
+                    allow_direct: wanted.allow_direct || current.allow_direct,
                     description: wanted.description.clone(),
                     // Set only where hookbus sets one (an update to it needs nats-server 2.13).
                     max_consumers: if wanted.max_consumers > 0 {

@@ -1,36 +1,46 @@
 //! One task at the replica that owns its partition: skip it if it was delivered (unless it is a
 //! resend), else one signed attempt ([`crate::deliver`]) and what follows from its answer:
 //!
-//! - delivered: the status says so, the endpoint is healthy;
+//! - delivered: the endpoint is healthy;
 //! - failed: the retry is stored as a message schedule on `egress.retry.<endpoint>.<event>` and
 //!   the task acked, so a failing endpoint holds no slot while it waits; past the schedule the
 //!   task is dead-lettered and `hookbus.delivery.exhausted` published;
 //! - 410: the endpoint is disabled and the task held.
 //!
-//! Retries, parked and held tasks wait in the stream ([`crate::waiting`]).
+//! Each try leaves one record in the attempt log, which is also the task's status
+//! ([`crate::attempt_log`]). On the hot path it is the one stored write beside the task: it is
+//! published without waiting, the endpoint's slot is freed, and the task is acked once the
+//! broker has stored the record ([`Settle`]). Retries, parked and held tasks wait in the stream
+//! ([`crate::waiting`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::{self, AckKind};
-use hookbus_proto::egress::v1::{
-    DeliveryAttempt, DeliveryExhausted, DeliveryTask, delivery_attempt,
-};
+use hookbus_proto::egress::v1::delivery_attempt::{self, State};
+use hookbus_proto::egress::v1::{DeliveryAttempt, DeliveryExhausted, DeliveryTask};
 use prost::Message;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::attempt_log::{self, Numbers};
 use crate::deliver::{self, Target, Verdict};
 use crate::directory::Live;
 use crate::engine::{DLQ_CONSUMER, Engine, EventError, timestamp, unix_now};
 use crate::flows::queue::Limiter;
-use crate::store::{self, State, Status};
 
-/// A status record a delivery leaves to be written once its task is acked and its slot free.
-pub(crate) struct StatusWrite {
-    endpoint: String,
-    event: String,
-    status: Status,
+/// What is left of a delivery once its endpoint's slot is free: the task, acked once its attempt
+/// record is stored.
+pub(crate) struct Settle {
+    message: jetstream::Message,
+    record: PublishAckFuture,
+}
+
+/// What one delivery needs beside its task.
+pub(crate) struct Slot {
+    pub limiter: Option<Arc<Limiter>>,
+    pub numbers: Arc<Numbers>,
 }
 
 impl Engine {
@@ -39,8 +49,8 @@ impl Engine {
         &self,
         message: jetstream::Message,
         task: DeliveryTask,
-        limiter: Option<Arc<Limiter>>,
-    ) -> Option<StatusWrite> {
+        slot: Slot,
+    ) -> Option<Settle> {
         let span = tracing::debug_span!(
             "deliver",
             otel.kind = "consumer",
@@ -53,17 +63,27 @@ impl Engine {
         if let Some(headers) = &message.headers {
             hookbus_telemetry::set_parent_from_nats(&span, headers);
         }
-        self.deliver_task(message, task, limiter)
+        self.deliver_task(message, task, slot)
             .instrument(span)
             .await
+    }
+
+    /// Acks a delivered or rescheduled task once its attempt record is stored. A record that
+    /// could not be stored is logged, and the task acked all the same: it was tried, and trying
+    /// it again would send it twice.
+    pub(crate) async fn settle(&self, settle: Settle) {
+        if let Err(e) = settle.record.await {
+            tracing::warn!(subject = %settle.message.subject, error = %e, "attempt not recorded");
+        }
+        let _ = settle.message.ack().await;
     }
 
     async fn deliver_task(
         &self,
         message: jetstream::Message,
         task: DeliveryTask,
-        limiter: Option<Arc<Limiter>>,
-    ) -> Option<StatusWrite> {
+        slot: Slot,
+    ) -> Option<Settle> {
         let Some(live) = self.directory.get(&task.endpoint_id) else {
             // The endpoint was deleted: its tasks go with it.
             let _ = message.ack_with(AckKind::Term).await;
@@ -73,47 +93,58 @@ impl Engine {
             self.hold(message, task).await;
             return None;
         }
-        // A fresh task's first delivery, first try: the dispatch just recorded it queued (its
-        // message id keeps it single), so there is no status to read. Retries, resends, recovered
-        // tasks and redeliveries read it: a resend or another copy may have delivered it.
+        let retry_soon = |what: &str, e: &dyn std::fmt::Display| {
+            tracing::warn!(error = %e, "{what}; task retried");
+            let message = message.clone();
+            async move {
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+            }
+        };
+        // A fresh task's first delivery, first try: nothing was recorded for it yet (its message
+        // id keeps it single). Retries, resends, recovered tasks and redeliveries read the latest
+        // record: a resend or another copy may have delivered it.
         let fresh = task.fresh
             && task.attempt == 0
             && !task.resend
             && message.info().is_ok_and(|info| info.delivered == 1);
-        let status = if fresh {
-            Ok(None)
-        } else {
-            self.stores.status(&task.endpoint_id, &task.event_id).await
-        };
-        let status = match status {
-            Ok(status) => status,
+        if !fresh && !task.resend {
+            match self
+                .stores
+                .attempts
+                .status(&task.endpoint_id, &task.event_id)
+                .await
+            {
+                Ok(Some(last)) if attempt_log::delivered(&last) => {
+                    let _ = message.ack().await;
+                    return None;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    retry_soon("status unreadable", &e).await;
+                    return None;
+                }
+            }
+        }
+        let number = match slot
+            .numbers
+            .take(&self.stores.attempts, &task.endpoint_id)
+            .await
+        {
+            Ok(number) => number,
             Err(e) => {
-                tracing::warn!(error = %e, "status unreadable; task retried");
-                let _ = message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
+                retry_soon("attempt number unreadable", &e).await;
                 return None;
             }
         };
-        if status.as_ref().is_some_and(|s| s.state == State::Delivered) && !task.resend {
-            let _ = message.ack().await;
-            return None;
-        }
         let sequence = message
             .info()
             .map(|i| i.stream_sequence)
             .unwrap_or_default();
         let made = task.attempt + 1;
-        let (verdict, error) = match self.attempt(&message, &live, &task, limiter).await {
-            Ok(attempt) => (
-                attempt.verdict,
-                attempt.error.or_else(|| {
-                    attempt
-                        .status
-                        .filter(|s| !(200..300).contains(s))
-                        .map(|s| format!("HTTP {s}"))
-                }),
-            ),
+        let attempt = match self.attempt(&message, &live, &task, slot.limiter).await {
+            Ok(attempt) => attempt,
             Err(EventError::Unavailable(e)) => {
                 tracing::warn!(error = %e, "event unreadable; task retried");
                 let _ = message
@@ -122,48 +153,38 @@ impl Engine {
                 return None;
             }
             Err(EventError::Gone(permanent)) => {
-                self.dead_letter_then_ack(&message, &task, (sequence, made), &permanent, status)
+                let record = self.record_of(&task, number, None, State::Dead, &permanent);
+                self.dead_letter_then_ack(&message, &task, (sequence, made), &permanent, record)
                     .await;
                 return None;
             }
         };
-        let now = unix_now();
-        let mut record = status.unwrap_or(Status {
-            state: State::Queued,
-            event_type: task.event_type.clone(),
-            stream_sequence: task.stream_sequence,
-            attempts: 0,
-            created_at: task.created_at.as_ref().map_or(now, |t| t.seconds),
-            updated_at: now,
-            last_error: None,
+        let error = attempt.error.clone().or_else(|| {
+            attempt
+                .status
+                .filter(|s| !(200..300).contains(s))
+                .map(|s| format!("HTTP {s}"))
         });
-        record.attempts += 1;
-        record.updated_at = now;
-        match verdict {
+        let now = unix_now();
+        match attempt.verdict {
             Verdict::Delivered => {
-                record.state = State::Delivered;
-                record.last_error = None;
                 self.healthy(&task.endpoint_id).await;
+                let record = self.record_of(&task, number, Some(&attempt), State::Delivered, "");
+                self.pipelined(message, &record).await
             }
             Verdict::Disable => {
-                record.state = State::Queued;
-                record.last_error = error;
                 self.disable(&task.endpoint_id, "the endpoint answered 410 Gone")
                     .await;
+                let record = self.record_of(&task, number, Some(&attempt), State::Queued, "");
+                self.stored(&record).await;
                 // The task itself is kept: tried again once the endpoint is enabled.
                 let mut again = task;
                 again.attempt = 0;
                 again.fresh = false;
-                let write = StatusWrite {
-                    endpoint: again.endpoint_id.clone(),
-                    event: again.event_id.clone(),
-                    status: record,
-                };
                 self.hold(message, again).await;
-                return Some(write);
+                None
             }
             Verdict::Retry { after } => {
-                record.last_error = error.clone();
                 let failing = self.failing(&task.endpoint_id, now).await;
                 if failing >= self.settings.disable_after.as_secs() as i64 {
                     let reason = format!(
@@ -177,17 +198,11 @@ impl Engine {
                         "gave up after {made} attempts: {}",
                         error.as_deref().unwrap_or("failed")
                     );
-                    self.dead_letter_then_ack(
-                        &message,
-                        &task,
-                        (sequence, made),
-                        &reason,
-                        Some(record),
-                    )
-                    .await;
+                    let record = self.record_of(&task, number, Some(&attempt), State::Dead, "");
+                    self.dead_letter_then_ack(&message, &task, (sequence, made), &reason, record)
+                        .await;
                     return None;
                 };
-                record.state = State::Failed;
                 let mut next = task.clone();
                 next.attempt = made;
                 next.resend = false;
@@ -201,26 +216,77 @@ impl Engine {
                     let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
                     return None;
                 }
+                let record = self.record_of(&task, number, Some(&attempt), State::Failed, "");
+                self.pipelined(message, &record).await
             }
         }
-        // The status is a record and the dispatcher's dedup, not the task: the task is acked
-        // whether or not it is written, and it is written after the task's slot is free.
-        let _ = message.ack().await;
-        Some(StatusWrite {
-            endpoint: task.endpoint_id,
-            event: task.event_id,
-            status: record,
-        })
     }
 
-    /// Writes a status record a delivery left to write; a failure is logged.
-    pub(crate) async fn write_status(&self, write: StatusWrite) {
-        if let Err(e) = self
-            .stores
-            .put_status(&write.endpoint, &write.event, &write.status)
-            .await
-        {
-            tracing::warn!(endpoint = %write.endpoint, event = %write.event, error = %e, "status not recorded");
+    /// The record of one try of `task`: `attempt` is how it went; `None` when nothing was sent,
+    /// and `unsent` says why.
+    fn record_of(
+        &self,
+        task: &DeliveryTask,
+        number: u64,
+        attempt: Option<&deliver::Attempt>,
+        state: State,
+        unsent: &str,
+    ) -> DeliveryAttempt {
+        let delivered = attempt.is_some_and(|a| a.verdict == Verdict::Delivered);
+        DeliveryAttempt {
+            id: uuid::Uuid::now_v7().to_string(),
+            event_id: task.event_id.clone(),
+            endpoint_id: task.endpoint_id.clone(),
+            attempt: task.attempt + 1,
+            status: if delivered {
+                delivery_attempt::Status::Succeeded
+            } else {
+                delivery_attempt::Status::Failed
+            } as i32,
+            response_status: attempt
+                .and_then(|a| a.status)
+                .map(u32::from)
+                .unwrap_or_default(),
+            latency_ms: attempt.map_or(0, |a| a.latency.as_millis() as u64),
+            response_body: attempt.map(|a| a.response_body.clone()).unwrap_or_default(),
+            // Why a request got no answer (or was never sent); an answer says it in its status.
+            error: match attempt {
+                Some(attempt) => attempt.error.clone().unwrap_or_default(),
+                None => unsent.to_owned(),
+            },
+            attempted_at: Some(timestamp(unix_now())),
+            state: state as i32,
+            event_type: task.event_type.clone(),
+            stream_sequence: task.stream_sequence,
+            queued_at: task.created_at,
+            number,
+        }
+    }
+
+    /// Publishes `record` and leaves the task to be acked once it is stored.
+    async fn pipelined(
+        &self,
+        message: jetstream::Message,
+        record: &DeliveryAttempt,
+    ) -> Option<Settle> {
+        match self.stores.attempts.publish(record).await {
+            Ok(record) => Some(Settle { message, record }),
+            Err(e) => {
+                tracing::warn!(error = %e, "attempt not recorded");
+                let _ = message.ack().await;
+                None
+            }
+        }
+    }
+
+    /// Stores `record` and waits for it; a failure is logged.
+    async fn stored(&self, record: &DeliveryAttempt) {
+        let stored = match self.stores.attempts.publish(record).await {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = stored {
+            tracing::warn!(endpoint = %record.endpoint_id, event = %record.event_id, error = %e, "attempt not recorded");
         }
     }
 
@@ -241,7 +307,7 @@ impl Engine {
         }
     }
 
-    /// Sends the task's event once and logs the attempt. `Err` is a task that cannot be sent:
+    /// Sends the task's event once and counts the attempt in the metrics. `Err` is a task that cannot be sent:
     /// never ([`EventError::Gone`]: its event is gone, or cannot be turned into a body), or not
     /// now ([`EventError::Unavailable`]: the broker did not answer).
     async fn attempt(
@@ -295,33 +361,6 @@ impl Engine {
             .get_or_create(&vec![("outcome", outcome)])
             .inc();
         self.metrics.latency.observe(attempt.latency.as_secs_f64());
-        let record = DeliveryAttempt {
-            id: uuid::Uuid::now_v7().to_string(),
-            event_id: task.event_id.clone(),
-            endpoint_id: task.endpoint_id.clone(),
-            attempt: task.attempt + 1,
-            status: if attempt.verdict == Verdict::Delivered {
-                delivery_attempt::Status::Succeeded
-            } else {
-                delivery_attempt::Status::Failed
-            } as i32,
-            response_status: attempt.status.map(u32::from).unwrap_or_default(),
-            latency_ms: attempt.latency.as_millis() as u64,
-            response_body: attempt.response_body.clone(),
-            error: attempt.error.clone().unwrap_or_default(),
-            attempted_at: Some(timestamp(now)),
-        };
-        if let Err(e) = self
-            .stores
-            .js
-            .publish(
-                store::attempt_subject(&task.endpoint_id, &task.event_id),
-                record.encode_to_vec().into(),
-            )
-            .await
-        {
-            tracing::warn!(error = %e, "attempt not logged");
-        }
         Ok(attempt)
     }
 
@@ -333,7 +372,7 @@ impl Engine {
         task: &DeliveryTask,
         (sequence, made): (u64, u32),
         reason: &str,
-        status: Option<Status>,
+        record: DeliveryAttempt,
     ) {
         tracing::warn!(endpoint = %task.endpoint_id, event = %task.event_id, reason, "delivery dead-lettered");
         let letter = hookbus_bus::dlq::DeadLetter {
@@ -353,23 +392,7 @@ impl Engine {
             return;
         }
         self.metrics.dead_lettered.inc();
-        let now = unix_now();
-        let mut record = status.unwrap_or(Status {
-            state: State::Dead,
-            event_type: task.event_type.clone(),
-            stream_sequence: task.stream_sequence,
-            attempts: made,
-            created_at: now,
-            updated_at: now,
-            last_error: None,
-        });
-        record.state = State::Dead;
-        record.updated_at = now;
-        record.last_error = Some(reason.to_owned());
-        let _ = self
-            .stores
-            .put_status(&task.endpoint_id, &task.event_id, &record)
-            .await;
+        self.stored(&record).await;
         let notice = DeliveryExhausted {
             event_id: task.event_id.clone(),
             endpoint_id: task.endpoint_id.clone(),

@@ -16,7 +16,7 @@ use hookbus_proto::v1::Event;
 use tokio::time::Instant;
 
 use crate::engine::{Engine, timestamp, unix_now};
-use crate::store::{State, Status, StoreError};
+use crate::store::StoreError;
 
 /// The (endpoint, event) writes one dispatch keeps in flight: enough to keep the broker busy,
 /// few enough that a fan-out to 100,000 endpoints does not hold 100,000 requests in memory.
@@ -125,7 +125,7 @@ impl Engine {
     /// Queues `event` for `endpoint`. A dispatch's task has the message id
     /// `<event>:<endpoint>`, so a dispatch repeated within the task stream's duplicate window
     /// (2 minutes) stores it once. Recover and dead-letter retries first check that it was not
-    /// delivered since, and mark the status queued again; resends do neither.
+    /// delivered since, and keep when it was first queued; resends do neither.
     /// The task carries the trace context of the current span (a child of `trace` when spans are
     /// not exported), and so does every retry of it, up to the request the endpoint gets.
     pub async fn enqueue(
@@ -136,29 +136,18 @@ impl Engine {
         how: Queue,
         trace: &hookbus_telemetry::TraceContext,
     ) -> Result<(), StoreError> {
-        let now = unix_now();
+        let mut queued_at = timestamp(unix_now());
         let message_id = match how {
             Queue::Dispatch => format!("{}:{endpoint}", event.id),
             Queue::Again | Queue::Resend => {
-                if how == Queue::Again {
-                    let mut status = Status {
-                        state: State::Queued,
-                        event_type: event.r#type.clone(),
-                        stream_sequence,
-                        attempts: 0,
-                        created_at: now,
-                        updated_at: now,
-                        last_error: None,
-                    };
-                    if let Some(existing) = self.stores.status(endpoint, &event.id).await? {
-                        if existing.state == State::Delivered {
-                            // Recovered or retried after it was delivered after all.
-                            return Ok(());
-                        }
-                        status.created_at = existing.created_at;
-                        status.attempts = existing.attempts;
+                if how == Queue::Again
+                    && let Some(last) = self.stores.attempts.status(endpoint, &event.id).await?
+                {
+                    if crate::attempt_log::delivered(&last) {
+                        // Recovered or retried after it was delivered after all.
+                        return Ok(());
                     }
-                    self.stores.put_status(endpoint, &event.id, &status).await?;
+                    queued_at = last.queued_at.unwrap_or(queued_at);
                 }
                 format!("{}:{endpoint}:{}", event.id, uuid::Uuid::now_v7())
             }
@@ -169,10 +158,10 @@ impl Engine {
             stream_sequence,
             event_type: event.r#type.clone(),
             attempt: 0,
-            created_at: Some(timestamp(now)),
+            created_at: Some(queued_at),
             next_attempt_at: None,
             resend: how == Queue::Resend,
-            // A dispatch's first try: no status to read (none is written before the first try).
+            // A dispatch's first try: no attempt record to read.
             fresh: how == Queue::Dispatch,
         };
         let mut headers = HeaderMap::new();

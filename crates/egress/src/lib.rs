@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod attempt_log;
 mod cache;
 pub mod config;
 pub mod crypto;

@@ -4,8 +4,6 @@
 //! - KV `egress_dispatched`: one key per dispatched event (its id; the value is its `EVENTS`
 //!   sequence), written once the event's tasks are stored, kept for `retention` and at least 3
 //!   days. It is the dispatcher's dedup: one write per event, whatever its endpoints.
-//! - KV `egress_status`: one JSON [`Status`] per (endpoint, event), key `<endpoint>.<event>`,
-//!   written after each attempt and kept for the retention period: what `recover` reads.
 //! - KV `egress_health`: since when an endpoint has been failing, for `disable_after`.
 //! - KV `egress_replicas`: one key per running replica, refreshed while it lives; the replicas
 //!   share the task partitions among the keys present.
@@ -14,17 +12,17 @@
 //!   tasks waiting on `egress.retry.<endpoint>.<event>` as message schedules that the server
 //!   publishes onto the task subject when they are due; tasks of a disabled endpoint held on
 //!   `egress.held.<endpoint>` until it is enabled.
-//! - Stream `EGRESS_ATTEMPTS`: one protobuf `DeliveryAttempt` per try,
-//!   `egress.attempts.<endpoint>.<event>` (`egress.attempts.<endpoint>` before 2026-12-02).
+//! - Stream `EGRESS_ATTEMPTS`: one protobuf `DeliveryAttempt` per try, which is also the status
+//!   of its (endpoint, event): [`crate::attempt_log`].
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 use hookbus_bus::ProvisionError;
-use serde::{Deserialize, Serialize};
+
+use crate::attempt_log::AttemptLog;
 
 pub const ENDPOINTS_BUCKET: &str = "egress_endpoints";
-pub const STATUS_BUCKET: &str = "egress_status";
 pub const HEALTH_BUCKET: &str = "egress_health";
 pub const DISPATCHED_BUCKET: &str = "egress_dispatched";
 /// The least time a dispatched event stays marked, whatever `retention` is.
@@ -78,34 +76,6 @@ pub fn retry_subject(endpoint: &str, event: &str) -> String {
     format!("egress.retry.{endpoint}.{event}")
 }
 
-/// Where an attempt of one (endpoint, event) is stored.
-pub fn attempt_subject(endpoint: &str, event: &str) -> String {
-    format!("egress.attempts.{endpoint}.{event}")
-}
-
-/// Where the egress stored an endpoint's attempts before they had a subject per event
-/// (before 2026-12-02); still read beside the new ones.
-pub fn legacy_attempts(endpoint: &str) -> String {
-    format!("egress.attempts.{endpoint}")
-}
-
-/// Where an endpoint's attempts are.
-pub fn endpoint_attempts(endpoint: &str) -> Vec<String> {
-    vec![
-        legacy_attempts(endpoint),
-        format!("egress.attempts.{endpoint}.*"),
-    ]
-}
-
-/// Where one event's attempts to every endpoint are.
-pub fn message_attempts(event: &str) -> String {
-    format!("egress.attempts.*.{event}")
-}
-
-pub fn status_key(endpoint: &str, event: &str) -> String {
-    format!("{endpoint}.{event}")
-}
-
 /// A broker write that did not complete.
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {reason}")]
@@ -123,43 +93,16 @@ impl StoreError {
     }
 }
 
-/// Where a task for one (endpoint, event) stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// Waiting for its first try (also while the endpoint is disabled).
-    Queued,
-    /// Failed at least once; a retry is scheduled.
-    Failed,
-    Delivered,
-    /// Every attempt failed; in the dead letters.
-    Dead,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Status {
-    pub state: State,
-    pub event_type: String,
-    pub stream_sequence: u64,
-    pub attempts: u32,
-    /// Unix seconds.
-    pub created_at: i64,
-    pub updated_at: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-}
-
 /// The handles to everything above.
 #[derive(Clone)]
 pub struct Stores {
     pub js: jetstream::Context,
     pub endpoints: kv::Store,
-    pub status: kv::Store,
     pub dispatched: kv::Store,
     pub health: kv::Store,
     pub replicas: kv::Store,
     pub tasks: stream::Stream,
-    pub attempts: stream::Stream,
+    pub attempts: AttemptLog,
     pub events: stream::Stream,
 }
 
@@ -236,7 +179,9 @@ impl Stores {
             stream::Config {
                 name: ATTEMPTS_STREAM.into(),
                 description: Some("egress delivery attempts".into()),
-                subjects: vec!["egress.attempts.*".into(), "egress.attempts.*.*".into()],
+                subjects: vec!["egress.attempts.>".into()],
+                // Statuses and pages are read with direct gets.
+                allow_direct: true,
                 storage: stream::StorageType::File,
                 retention: stream::RetentionPolicy::Limits,
                 max_age: retention,
@@ -246,7 +191,6 @@ impl Stores {
         )
         .await?;
         let endpoints = bucket(&js, ENDPOINTS_BUCKET, Duration::ZERO, replicas).await?;
-        let status = bucket(&js, STATUS_BUCKET, retention, replicas).await?;
         let dispatched = bucket(
             &js,
             DISPATCHED_BUCKET,
@@ -270,7 +214,7 @@ impl Stores {
             }
         };
         let tasks = get(TASKS_STREAM).await?;
-        let attempts = get(ATTEMPTS_STREAM).await?;
+        let attempts = AttemptLog::new(js.clone(), get(ATTEMPTS_STREAM).await?);
         let events = js
             .get_stream(events)
             .await
@@ -278,7 +222,6 @@ impl Stores {
         Ok(Self {
             js,
             endpoints,
-            status,
             dispatched,
             health,
             replicas: replicas_bucket,
@@ -286,35 +229,6 @@ impl Stores {
             attempts,
             events,
         })
-    }
-
-    pub async fn status(&self, endpoint: &str, event: &str) -> Result<Option<Status>, StoreError> {
-        let what = "read a status record";
-        match self
-            .status
-            .get(status_key(endpoint, event))
-            .await
-            .map_err(|e| StoreError::new(what, e))?
-        {
-            None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError::new(what, format!("{endpoint}.{event}: {e}"))),
-        }
-    }
-
-    pub async fn put_status(
-        &self,
-        endpoint: &str,
-        event: &str,
-        status: &Status,
-    ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(status).map_err(|e| StoreError::new("status", e))?;
-        self.status
-            .put(status_key(endpoint, event), bytes.into())
-            .await
-            .map(|_| ())
-            .map_err(|e| StoreError::new("write a status record", e))
     }
 
     /// The `EVENTS` sequence of an event that was dispatched, if it was.
@@ -346,46 +260,6 @@ impl Stores {
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
             Err(e) => Err(StoreError::new("write a dispatch marker", e)),
         }
-    }
-
-    /// The status records of one endpoint written at or after `since` (unix seconds), each as
-    /// last written, with its event id. Reads the bucket's writes since then, not the
-    /// endpoint's whole history: a record created since `since` was written since, and so was
-    /// every record an attempt since then changed.
-    pub async fn statuses_written_since(
-        &self,
-        endpoint: &str,
-        since: i64,
-    ) -> Result<Vec<(String, Status)>, StoreError> {
-        let what = "read the status records";
-        let prefix = format!("$KV.{STATUS_BUCKET}.{endpoint}.");
-        let start_time = time::OffsetDateTime::from_unix_timestamp(since)
-            .map_err(|e| StoreError::new(what, e))?;
-        let writes = read_all(
-            &self.status.stream,
-            format!("{prefix}*"),
-            jetstream::consumer::DeliverPolicy::ByStartTime { start_time },
-        )
-        .await
-        .map_err(|e| StoreError::new(what, e))?;
-        let mut last: std::collections::BTreeMap<String, Option<Status>> = Default::default();
-        for message in writes {
-            let Some(event) = message.subject.as_str().strip_prefix(&prefix) else {
-                continue;
-            };
-            let removed = message
-                .headers
-                .as_ref()
-                .is_some_and(|h| h.get("KV-Operation").is_some());
-            let status = (!removed)
-                .then(|| serde_json::from_slice::<Status>(&message.payload).ok())
-                .flatten();
-            last.insert(event.to_owned(), status);
-        }
-        Ok(last
-            .into_iter()
-            .filter_map(|(event, status)| Some((event, status?)))
-            .collect())
     }
 }
 
@@ -423,25 +297,10 @@ pub async fn read_all(
     filter: String,
     deliver: jetstream::consumer::DeliverPolicy,
 ) -> Result<Vec<jetstream::Message>, String> {
-    read_all_of(stream, vec![filter], deliver).await
-}
-
-/// Every message on any of `filters` in `stream` (from `deliver`), in stream order.
-pub async fn read_all_of(
-    stream: &stream::Stream,
-    mut filters: Vec<String>,
-    deliver: jetstream::consumer::DeliverPolicy,
-) -> Result<Vec<jetstream::Message>, String> {
     use futures_util::StreamExt;
-    let (filter_subject, filter_subjects) = if filters.len() == 1 {
-        (filters.remove(0), Vec::new())
-    } else {
-        (String::new(), filters)
-    };
     let mut consumer = stream
         .create_consumer(jetstream::consumer::pull::Config {
-            filter_subject,
-            filter_subjects,
+            filter_subject: filter,
             deliver_policy: deliver,
             ack_policy: jetstream::consumer::AckPolicy::None,
             inactive_threshold: Duration::from_secs(30),

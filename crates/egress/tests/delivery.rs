@@ -220,6 +220,15 @@ async fn failed_tries_are_retried_on_schedule_with_the_same_id_and_logged() {
         .map(|a| a["attempt"].as_u64().unwrap())
         .collect();
     assert_eq!(numbers, [3, 2, 1]);
+    let states: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["delivered", "failed", "failed"],
+        "the latest is the status"
+    );
     assert!(
         attempts
             .iter()
@@ -338,6 +347,8 @@ async fn exhaustion_dead_letters_the_task_and_retrying_it_delivers() {
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(receiver.count(), 3, "not tried again once dead");
+    let attempts = egress.attempts(&endpoint).await;
+    assert_eq!(attempts[0]["state"], "dead", "{attempts:?}");
 
     healthy.store(true, std::sync::atomic::Ordering::SeqCst);
     let (status, _) = egress
@@ -350,6 +361,10 @@ async fn exhaustion_dead_letters_the_task_and_retrying_it_delivers() {
     assert_eq!(status, 202);
     let hits = receiver.wait_for(4, WAIT).await;
     assert_eq!(hits[3].id(), id);
+    until(WAIT, "the retry recorded as delivered", || async {
+        Some(egress.attempts(&endpoint).await).filter(|a| a[0]["state"] == "delivered")
+    })
+    .await;
     assert_eq!(
         egress.call("GET", "/v1/dead-letters", None).await.1["items"],
         json!([])
@@ -669,7 +684,7 @@ async fn recover_takes_what_failed_since_its_time_and_leaves_what_failed_before(
 }
 
 #[tokio::test]
-async fn a_message_lists_its_attempts_to_every_endpoint_newest_first() {
+async fn a_message_lists_its_attempts_to_every_endpoint_in_the_order_they_were_made() {
     let nats = hookbus_testkit::NatsServer::start();
     let egress = Egress::start(&nats.url(), settings()).await;
     let first = Receiver::ok().await;
@@ -713,20 +728,21 @@ async fn a_message_lists_its_attempts_to_every_endpoint_newest_first() {
     ];
     expected.sort_unstable();
     assert_eq!(to, expected, "one attempt each, two to the flaky one");
-    let flaky_attempts: Vec<(u64, &str)> = attempts
+    let flaky_attempts: Vec<(u64, &str, &str)> = attempts
         .iter()
         .filter(|a| a["endpoint_id"] == endpoints[2].as_str())
         .map(|a| {
             (
                 a["attempt"].as_u64().unwrap(),
                 a["status"].as_str().unwrap(),
+                a["state"].as_str().unwrap(),
             )
         })
         .collect();
     assert_eq!(
         flaky_attempts,
-        [(2, "succeeded"), (1, "failed")],
-        "newest first"
+        [(1, "failed", "failed"), (2, "succeeded", "delivered")],
+        "in the order they were made, each with where its task stood after it"
     );
 
     let (status, page) = egress

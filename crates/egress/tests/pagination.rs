@@ -189,6 +189,17 @@ async fn paging_through_1000_attempts_of_one_endpoint_yields_each_once_newest_fi
         .map(|a| a["attempted_at"].as_str().unwrap())
         .collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    // Attempts are read in blocks of 64, the newest block holding 40 (960 to 999): pages of 40
+    // end on a block's end, then within blocks; none comes back empty, none twice.
+    let pages_of_40 = egress
+        .pages(&format!("/v1/endpoints/{endpoint}/attempts?limit=40"))
+        .await;
+    assert!(
+        pages_of_40
+            .iter()
+            .all(|page| !page.is_empty() && page.len() <= 40)
+    );
+    assert_eq!(ids(&pages_of_40, "event_id"), events, "the same order");
     egress.stop().await;
 }
 

@@ -1,13 +1,17 @@
-//! Delivery attempts, newest first, a page at a time: an endpoint's
-//! (`GET /v1/endpoints/{id}/attempts`) and one message's to every endpoint
-//! (`GET /v1/messages/{id}/attempts`). The iterator is the stream sequence of the page's last
-//! attempt.
+//! Delivery attempts, a page at a time, each page O(limit) ([`crate::attempt_log`]):
+//!
+//! - an endpoint's (`GET /v1/endpoints/{id}/attempts`), newest first: the page reads the block of
+//!   the iterator's position and older blocks until it is full. The iterator is the block and
+//!   the stream sequence of the page's last attempt, so a page goes on exactly where the last
+//!   one stopped, even where two replicas numbered attempts in one block during a hand-over;
+//! - one event's at one endpoint (`?event_id=`), newest first: the few records of that pair;
+//! - one message's at every endpoint (`GET /v1/messages/{id}/attempts`), in the order they were
+//!   made: read forward from the iterator's stream sequence.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use hookbus_proto::egress::v1::DeliveryAttempt;
-use hookbus_proto::egress::v1::delivery_attempt::Status;
-use prost::Message;
+use hookbus_proto::egress::v1::delivery_attempt::{State as TaskState, Status};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -16,8 +20,9 @@ use super::endpoints::load;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::input::{Params, rfc3339};
 use super::page::{self, PageRequest};
+use crate::attempt_log::{self, BLOCK, Found, Start};
+use crate::engine::Engine;
 use crate::records::valid_id;
-use crate::store;
 
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct AttemptOut {
@@ -29,6 +34,9 @@ pub struct AttemptOut {
     pub attempt: u32,
     /// `succeeded` or `failed`.
     pub status: String,
+    /// Where the task stood after this try: `delivered`, `failed` (a retry is scheduled),
+    /// `queued` (held until its endpoint is enabled) or `dead` (dead-lettered).
+    pub state: String,
     /// The HTTP status; absent when no answer came.
     pub response_status: Option<u32>,
     pub latency_ms: u64,
@@ -43,9 +51,9 @@ pub struct AttemptOut {
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct AttemptList {
     pub items: Vec<AttemptOut>,
-    /// Pass as `iterator` for the next (older) page; `null` when `done`.
+    /// Pass as `iterator` for the next page; `null` when `done`.
     pub iterator: Option<String>,
-    /// Nothing older follows.
+    /// Nothing follows.
     pub done: bool,
 }
 
@@ -69,6 +77,16 @@ fn attempt_out(a: DeliveryAttempt) -> AttemptOut {
         } else {
             "failed".into()
         },
+        state: match a.state() {
+            TaskState::Delivered => "delivered",
+            TaskState::Queued => "queued",
+            TaskState::Dead => "dead",
+            TaskState::Failed => "failed",
+            // Before states were recorded.
+            TaskState::Unspecified if a.status == Status::Succeeded as i32 => "delivered",
+            TaskState::Unspecified => "failed",
+        }
+        .into(),
         response_status: Some(a.response_status).filter(|s| *s != 0),
         error: Some(a.error).filter(|e| !e.is_empty()),
         attempted_at: rfc3339(a.attempted_at.map(|t| t.seconds).unwrap_or_default()),
@@ -93,22 +111,80 @@ pub async fn list(
     let engine = &state.engine;
     let page = PageRequest::new("attempts", query.limit, query.iterator.as_deref())?;
     load(engine, &id).await?;
-    let event = query.event_id.as_deref();
-    let filters = match event {
-        Some(event) if valid_id(event) => vec![
-            store::legacy_attempts(&id),
-            store::attempt_subject(&id, event),
-        ],
-        Some(_) => return Ok(Json(newest_first(Vec::new(), &page, "attempts")?)),
-        None => store::endpoint_attempts(&id),
+    match query.event_id.as_deref() {
+        Some(event) if valid_id(event) => {
+            let all = engine
+                .stores
+                .attempts
+                .all(&attempt_log::of_event(&id, event), Start::Sequence(1))
+                .await?;
+            Ok(Json(newest_first(all, &page)?))
+        }
+        Some(_) => Ok(Json(newest_first(Vec::new(), &page)?)),
+        None => Ok(Json(by_blocks(engine, &id, &page).await?)),
+    }
+}
+
+/// A page of an endpoint's attempts, newest first, read block by block from the iterator's
+/// position `<block>:<sequence>`: what is older than that attempt in its block, then the older
+/// blocks, until the page is full.
+async fn by_blocks(engine: &Engine, id: &str, page: &PageRequest) -> ApiResult<AttemptList> {
+    let log = &engine.stores.attempts;
+    let bad = || ApiError::invalid("iterator", "is not an iterator of this list");
+    let (mut block, mut before) = match page.after.as_deref() {
+        Some(position) => {
+            let (block, sequence) = position.split_once(':').ok_or_else(bad)?;
+            (
+                block.parse::<u64>().map_err(|_| bad())?,
+                sequence.parse::<u64>().map_err(|_| bad())?,
+            )
+        }
+        None => match log.last_number(id).await? {
+            Some(last) => (last / BLOCK, u64::MAX),
+            None => return Ok(AttemptList::of("attempts", Vec::new(), None)),
+        },
     };
-    let messages = read(engine, filters).await?;
-    // Attempts stored before they had a subject per event: filter those by event here.
-    let messages = messages
-        .into_iter()
-        .filter(|(_, a)| event.is_none_or(|e| e == a.event_id))
-        .collect();
-    Ok(Json(newest_first(messages, &page, "attempts")?))
+    // The block of the oldest attempt still stored (older ones expired): read once, when the
+    // walk needs to know whether anything older is left.
+    let mut oldest = None;
+    let mut items = Vec::with_capacity(page.limit);
+    loop {
+        let mut found = log.block(id, block).await?;
+        found.retain(|(sequence, _)| *sequence < before);
+        let mut found = found.into_iter().rev().peekable();
+        while let Some((sequence, attempt)) = found.next() {
+            items.push(attempt_out(attempt));
+            if items.len() < page.limit {
+                continue;
+            }
+            if found.peek().is_some() {
+                return Ok(AttemptList::of(
+                    "attempts",
+                    items,
+                    Some(format!("{block}:{sequence}")),
+                ));
+            }
+            break;
+        }
+        if block == 0 {
+            return Ok(AttemptList::of("attempts", items, None));
+        }
+        if oldest.is_none() {
+            oldest = Some(log.first_number(id).await?.map_or(0, |n| n / BLOCK));
+        }
+        if oldest.is_some_and(|oldest| oldest >= block) {
+            return Ok(AttemptList::of("attempts", items, None));
+        }
+        block -= 1;
+        before = u64::MAX;
+        if items.len() == page.limit {
+            return Ok(AttemptList::of(
+                "attempts",
+                items,
+                Some(format!("{block}:{before}")),
+            ));
+        }
+    }
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -122,8 +198,8 @@ pub struct MessageAttemptQuery {
     iterator: Option<String>,
 }
 
-/// The delivery attempts of one message (event) to every endpoint, newest first. A message that
-/// has no attempts (yet) answers an empty list.
+/// The delivery attempts of one message (event) to every endpoint, in the order they were made.
+/// A message that has no attempts (yet) answers an empty list.
 #[utoipa::path(get, path = "/v1/messages/{id}/attempts", tag = "deliveries", operation_id = "list_message_attempts",
     params(("id" = String, Path, description = "The event id"), MessageAttemptQuery),
     responses((status = 200, body = AttemptList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -136,40 +212,40 @@ pub async fn list_for_message(
     if !valid_id(&id) {
         return Err(ApiError::not_found(format!("no message {id}")));
     }
-    let messages = read(&state.engine, vec![store::message_attempts(&id)]).await?;
-    Ok(Json(newest_first(messages, &page, "message-attempts")?))
+    let from = page.after_sequence()?.map_or(1, |after| after + 1);
+    let (found, more) = state
+        .engine
+        .stores
+        .attempts
+        .forward(
+            &attempt_log::of_message(&id),
+            Start::Sequence(from),
+            page.limit,
+        )
+        .await?;
+    let last = found.last().map(|(sequence, _)| sequence.to_string());
+    let items = found.into_iter().map(|(_, a)| attempt_out(a)).collect();
+    Ok(Json(AttemptList::of(
+        "message-attempts",
+        items,
+        last.filter(|_| more),
+    )))
 }
 
-/// The attempts on `filters`, with their stream sequences, in stream order.
-async fn read(
-    engine: &crate::engine::Engine,
-    filters: Vec<String>,
-) -> ApiResult<Vec<(u64, DeliveryAttempt)>> {
-    // Reads forward from the start: the whole log on these subjects (docs/egress.md, "Limits
-    // and known gaps").
-    let messages = store::read_all_of(
-        &engine.stores.attempts,
-        filters,
-        async_nats::jetstream::consumer::DeliverPolicy::All,
-    )
-    .await
-    .map_err(ApiError::internal)?;
-    Ok(messages
-        .iter()
-        .filter_map(|m| {
-            let sequence = m.info().ok()?.stream_sequence;
-            let attempt = DeliveryAttempt::decode(m.payload.clone()).ok()?;
-            Some((sequence, attempt))
-        })
-        .collect())
+impl AttemptList {
+    /// A page of the list; `next` is the position after it, when more follow.
+    fn of(list: &str, items: Vec<AttemptOut>, next: Option<String>) -> Self {
+        let (iterator, done) = page::next(list, next.as_deref());
+        Self {
+            items,
+            iterator,
+            done,
+        }
+    }
 }
 
 /// The page of `attempts` (in stream order) before the iterator's position, newest first.
-fn newest_first(
-    attempts: Vec<(u64, DeliveryAttempt)>,
-    page: &PageRequest,
-    list: &str,
-) -> ApiResult<AttemptList> {
+fn newest_first(attempts: Vec<Found>, page: &PageRequest) -> ApiResult<AttemptList> {
     let before = page.after_sequence()?.unwrap_or(u64::MAX);
     let mut found = attempts
         .into_iter()
@@ -182,11 +258,9 @@ fn newest_first(
         items.push(attempt_out(attempt));
     }
     let more = found.next().is_some();
-    let last = last.filter(|_| more).map(|s| s.to_string());
-    let (iterator, done) = page::next(list, last.as_deref());
-    Ok(AttemptList {
+    Ok(AttemptList::of(
+        "attempts",
         items,
-        iterator,
-        done,
-    })
+        last.filter(|_| more).map(|s| s.to_string()),
+    ))
 }

@@ -11,10 +11,10 @@ use super::AppState;
 use super::endpoints::load;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::input::parse;
+use crate::attempt_log::{self, Start};
 use crate::dispatch::Queue;
 use crate::engine::EventError;
 use crate::records::valid_id;
-use crate::store::State as TaskState;
 
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct Queued {
@@ -42,10 +42,10 @@ pub async fn resend(
             "event {event_id} was never queued for endpoint {id}"
         ))
     };
-    // Its status once it was tried. Before that, the dispatch marker of the event, if the
+    // Its latest attempt once it was tried. Before that, the dispatch marker of the event, if the
     // event is one this endpoint takes: never another tenant's event, nor one of a type it
     // does not subscribe to.
-    let (sequence, tried) = match engine.stores.status(&id, &event_id).await? {
+    let (sequence, tried) = match engine.stores.attempts.status(&id, &event_id).await? {
         Some(status) => (status.stream_sequence, true),
         None => (
             engine
@@ -95,18 +95,33 @@ pub async fn recover(
 ) -> ApiResult<(StatusCode, Json<Queued>)> {
     let engine = &state.engine;
     let input: RecoverIn = parse(&body)?;
-    let since =
-        time::OffsetDateTime::parse(&input.since, &time::format_description::well_known::Rfc3339)
-            .map_err(|e| ApiError::invalid("since", format!("not an RFC 3339 time: {e}")))?
-            .unix_timestamp();
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    let since = time::OffsetDateTime::parse(&input.since, rfc3339)
+        .map_err(|e| ApiError::invalid("since", format!("not an RFC 3339 time: {e}")))?;
+    let from = since
+        .to_offset(time::UtcOffset::UTC)
+        .format(rfc3339)
+        .map_err(|e| ApiError::invalid("since", format!("not a time the log can seek to: {e}")))?;
+    let since = since.unix_timestamp();
     load(engine, &id).await?;
-    let statuses = engine.stores.statuses_written_since(&id, since).await?;
+    // The attempts made since then, the latest of each event last: what failed since `since`,
+    // read from there on, not the endpoint's whole history.
+    let tried = engine
+        .stores
+        .attempts
+        .all(&attempt_log::of_endpoint(&id), Start::Time(from))
+        .await?;
+    let mut latest = std::collections::BTreeMap::new();
+    for (_, record) in tried {
+        latest.insert(record.event_id.clone(), record);
+    }
     let mut queued = 0;
-    for (event_id, status) in statuses {
-        if status.created_at < since || status.state == TaskState::Delivered {
+    for (event_id, last) in latest {
+        let queued_at = last.queued_at.map_or(0, |t| t.seconds);
+        if queued_at < since || attempt_log::delivered(&last) {
             continue;
         }
-        let event = match engine.event_at(status.stream_sequence, &event_id).await {
+        let event = match engine.event_at(last.stream_sequence, &event_id).await {
             Ok(event) => event,
             Err(EventError::Gone(e)) => {
                 tracing::warn!(endpoint = %id, event = %event_id, error = %e, "not recovered");
@@ -118,7 +133,7 @@ pub async fn recover(
             .enqueue(
                 &id,
                 &event,
-                status.stream_sequence,
+                last.stream_sequence,
                 Queue::Again,
                 &Default::default(),
             )

@@ -22,6 +22,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{Admit, EndpointQueue, Limits};
+use crate::attempt_log::Numbers;
+use crate::delivery::Slot;
 use crate::directory::Live;
 use crate::engine::Engine;
 use crate::store;
@@ -43,6 +45,7 @@ pub(super) async fn own(engine: Arc<Engine>, partition: u16, stop: CancellationT
         engine,
         partition,
         queues: HashMap::new(),
+        numbers: Arc::default(),
         done,
         again,
     };
@@ -53,6 +56,8 @@ struct Owner {
     engine: Arc<Engine>,
     partition: u16,
     queues: HashMap<String, EndpointQueue<Queued>>,
+    /// The next attempt numbers of this partition's endpoints, while this replica owns it.
+    numbers: Arc<Numbers>,
     done: mpsc::UnboundedSender<Done>,
     /// Tasks of an endpoint this replica did not know yet, once it does.
     again: mpsc::UnboundedSender<Queued>,
@@ -264,17 +269,22 @@ impl Owner {
             .queues
             .get_mut(&task.endpoint_id)
             .and_then(|queue| queue.limiter(rate));
+        let slot = Slot {
+            limiter,
+            numbers: self.numbers.clone(),
+        };
         let (engine, done) = (self.engine.clone(), self.done.clone());
         self.engine.tracker.spawn(async move {
             let started = Instant::now();
             let endpoint = task.endpoint_id.clone();
-            let write = engine.deliver(message, task, limiter).await;
+            let settle = engine.deliver(message, task, slot).await;
+            // The slot is free once the answer is in; the task is acked once its record is.
             let _ = done.send(Done {
                 endpoint,
                 latency: started.elapsed(),
             });
-            if let Some(write) = write {
-                engine.write_status(write).await;
+            if let Some(settle) = settle {
+                engine.settle(settle).await;
             }
         });
     }
@@ -305,6 +315,9 @@ impl Owner {
 
     /// Drops the queues of idle endpoints and sets the gauges of the others.
     fn report(&mut self, now: Instant) {
+        let directory = &self.engine.directory;
+        self.numbers
+            .retain(|endpoint| directory.get(endpoint).is_some());
         let metrics = &self.engine.metrics;
         self.queues.retain(|endpoint, queue| {
             let labels = vec![("endpoint", endpoint.clone())];
