@@ -1,5 +1,7 @@
 //! The bus: NATS connection from configuration, stream provisioning, subject naming and event
-//! publishing that waits for JetStream's PubAck, the consumer runtime and dead letters.
+//! publishing that waits for JetStream's PubAck, the two consumer runtimes (one durable consumer
+//! that every replica pulls, [`consumer`]; partitions shared among the replicas, one owner each,
+//! [`partitioned`]) and dead letters.
 
 #![forbid(unsafe_code)]
 
@@ -8,6 +10,7 @@ mod connect;
 pub mod consumer;
 pub mod dlq;
 mod metrics;
+pub mod partitioned;
 mod publish;
 mod service;
 pub mod streams;

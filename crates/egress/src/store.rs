@@ -38,14 +38,7 @@ const PARTITIONS_METADATA: &str = "hookbus.partitions";
 /// The partition of an endpoint: FNV-1a (64 bit) of its id, modulo `partitions`. Stable across
 /// versions and replicas, since the task subjects are laid out by it.
 pub fn partition_of(endpoint: &str, partitions: u16) -> u16 {
-    (fnv1a(endpoint.as_bytes()) % u64::from(partitions.max(1))) as u16
-}
-
-/// FNV-1a, 64 bit.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
+    (hookbus_bus::partitioned::fnv1a(endpoint.as_bytes()) % u64::from(partitions.max(1))) as u16
 }
 
 pub fn task_subject(partition: u16, endpoint: &str) -> String {

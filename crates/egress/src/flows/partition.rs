@@ -12,9 +12,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{AckPolicy, PriorityPolicy, pull};
+use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt;
+use hookbus_bus::partitioned::Pinned;
 use hookbus_proto::egress::v1::DeliveryTask;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -71,11 +72,13 @@ impl Owner {
         stop: &CancellationToken,
     ) {
         let name = store::partition_consumer(self.partition);
+        let consumer = self.consumer();
+        let expiry = self.engine.settings.pull_expiry();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let progress_every = (self.engine.settings.task_ack_wait() / 3).max(Duration::from_secs(1));
         let mut progressed = Instant::now();
         'pull: while !stop.is_cancelled() {
-            let mut messages = match self.pull().await {
+            let mut messages = match consumer.messages(256, expiry).await {
                 Ok(messages) => messages,
                 Err(e) => {
                     tracing::warn!(consumer = %name, error = %e, "cannot pull the partition; retrying");
@@ -111,18 +114,18 @@ impl Owner {
             }
             // A new pull of this client starts on standby while its previous pin lasts.
             drop(messages);
-            self.unpin().await;
+            consumer.unpin().await;
         }
         self.hand_over(finished, known).await;
+        consumer.unpin().await;
+        tracing::info!(partition = self.partition, "partition handed over");
     }
 
-    async fn pull(&self) -> Result<pull::Stream, String> {
+    fn consumer(&self) -> Pinned {
         let settings = &self.engine.settings;
-        let consumer = self
-            .engine
-            .stores
-            .tasks
-            .create_consumer(pull::Config {
+        Pinned::new(
+            self.engine.stores.tasks.clone(),
+            pull::Config {
                 durable_name: Some(store::partition_consumer(self.partition)),
                 description: Some(format!("egress tasks of partition {}", self.partition)),
                 filter_subject: store::partition_filter(self.partition),
@@ -130,36 +133,11 @@ impl Owner {
                 ack_wait: settings.task_ack_wait(),
                 max_ack_pending: settings.partition_max_ack_pending,
                 max_deliver: -1,
-                priority_policy: PriorityPolicy::PinnedClient,
-                priority_groups: vec![store::PRIORITY_GROUP.into()],
-                priority_timeout: settings.replica_timeout,
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        let expiry = settings.pull_expiry();
-        consumer
-            .stream()
-            .group(store::PRIORITY_GROUP)
-            .max_messages_per_batch(256)
-            .expires(expiry)
-            .heartbeat(expiry / 2)
-            .messages()
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn unpin(&self) {
-        let name = store::partition_consumer(self.partition);
-        if let Err(e) = self
-            .engine
-            .stores
-            .tasks
-            .unpin_consumer(&name, store::PRIORITY_GROUP)
-            .await
-        {
-            tracing::debug!(consumer = %name, error = %e, "unpin not confirmed");
-        }
+            },
+            store::PRIORITY_GROUP,
+            settings.replica_timeout,
+        )
     }
 
     /// A task from the broker.
@@ -373,7 +351,5 @@ impl Owner {
             let _ = message.ack_with(AckKind::Nak(None)).await;
         }
         self.report(Instant::now() + Duration::from_secs(3600));
-        self.unpin().await;
-        tracing::info!(partition = self.partition, "partition handed over");
     }
 }
