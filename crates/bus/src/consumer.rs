@@ -124,6 +124,10 @@ pub struct ConsumerSpec {
     pub backoff: Vec<Duration>,
     /// Send in-progress acks while a handler runs (every third of `ack_wait`).
     pub progress_acks: bool,
+    /// Wait for the server to confirm each ack (a round trip per message). Turn it off only where
+    /// a message delivered again after a lost ack is harmless to the handler, because it finds
+    /// its work already done (a ledger, a dedup marker).
+    pub confirm_acks: bool,
     /// How long shutdown waits for running handlers before NAKing them.
     pub drain_timeout: Duration,
     /// Where the caller's store says processing got to (see [`StartPosition::AfterSequence`]).
@@ -163,6 +167,7 @@ impl ConsumerSpec {
             ack_wait: Duration::from_secs(30),
             backoff: [1, 5, 30, 120].map(Duration::from_secs).to_vec(),
             progress_acks: true,
+            confirm_acks: true,
             drain_timeout: Duration::from_secs(10),
             resume_point: None,
             checkpoint: None,
@@ -619,7 +624,12 @@ async fn process<H, Fut>(
         match outcome {
             Outcome::Ack => {
                 metrics.processed.get_or_create(&labels).inc();
-                if let Err(e) = message.double_ack().await {
+                let acked = if spec.confirm_acks {
+                    message.double_ack().await
+                } else {
+                    message.ack().await
+                };
+                if let Err(e) = acked {
                     // Not lost: the server redelivers after ack_wait and the handler is idempotent.
                     tracing::warn!(error = %e, "ack not confirmed");
                 }

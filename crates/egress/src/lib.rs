@@ -181,6 +181,8 @@ pub async fn run_with_lookup(
         .metrics(&hookbus_bus::ConsumerMetrics::register(&mut registry));
     spec.stream = config.nats.events.clone();
     spec.max_deliveries = engine::DISPATCH_MAX_DELIVERIES;
+    // An event delivered again after a lost ack finds its dispatch marker and is acked again.
+    spec.confirm_acks = false;
     let dispatcher_engine = engine.clone();
     let dispatcher = tokio::spawn(hookbus_bus::run_consumer(
         client.clone(),
