@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use futures_util::StreamExt;
 use hookbus_proto::egress::v1::Endpoint;
 use hookbus_signature::SigningSecret;
@@ -166,7 +167,7 @@ impl Directory {
     /// fails after `within`. The dispatcher asks it with the moment an event reached it: an
     /// endpoint whose creation was answered before the event was stored is then known when the
     /// event is dispatched, on every replica, however late this replica's watch is. One check
-    /// runs at a time (the bucket's last revision from its stream leader, then a wait for the
+    /// runs at a time (the bucket's last message from its stream leader, then a wait for the
     /// watch), and each answers, success or failure, every caller that came before it began.
     pub async fn fresh_since(
         &self,
@@ -183,10 +184,14 @@ impl Directory {
         let began = Instant::now();
         let deadline = began + within;
         let outcome = async {
-            let last = match tokio::time::timeout_at(deadline, bucket.stream.get_info()).await {
+            // The last message of the bucket, from its stream leader (a direct get could come
+            // from a replica that lags): a lighter request than the stream's info.
+            let every_key = format!("{}>", bucket.prefix);
+            let newest = bucket.stream.get_last_raw_message_by_subject(&every_key);
+            let last = match tokio::time::timeout_at(deadline, newest).await {
+                Ok(Ok(message)) => message.sequence,
                 // An emptied bucket (its stream purged) leaves nothing to wait for.
-                Ok(Ok(info)) if info.state.messages == 0 => 0,
-                Ok(Ok(info)) => info.state.last_sequence,
+                Ok(Err(e)) if e.kind() == RawMessageErrorKind::NoMessageFound => 0,
                 Ok(Err(e)) => return Err(format!("endpoints bucket unreadable: {e}")),
                 Err(_) => return Err(format!("endpoints bucket: no answer within {within:?}")),
             };

@@ -38,15 +38,16 @@ impl Engine {
     /// those stored before the event reached the dispatcher ([`crate::Directory::fresh_since`]).
     pub async fn dispatch(&self, delivery: Delivery) -> Outcome {
         let event = &delivery.event;
-        if let Err(e) = self
-            .directory
-            .fresh_since(
+        // Both reads at once: the directory made current, and the event's marker.
+        let (current, marker) = tokio::join!(
+            self.directory.fresh_since(
                 &self.stores.endpoints,
                 Instant::now(),
                 Duration::from_secs(5),
-            )
-            .await
-        {
+            ),
+            self.stores.dispatched(&event.id),
+        );
+        if let Err(e) = current {
             tracing::warn!(event = %event.id, error = %e, "endpoints not known to be current; dispatch retried");
             return Outcome::Retry {
                 after: Duration::from_secs(1),
@@ -58,7 +59,7 @@ impl Engine {
         if targets.is_empty() {
             return Outcome::Ack;
         }
-        match self.stores.dispatched(&event.id).await {
+        match marker {
             Ok(None) => {}
             Ok(Some(_)) => {
                 tracing::debug!(event = %event.id, "dispatched before; not again");
