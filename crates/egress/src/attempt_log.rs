@@ -25,7 +25,10 @@ use prost::Message;
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
-use crate::store::{ATTEMPTS_STREAM, StoreError};
+use crate::store_error::StoreError;
+
+/// The stream of the log.
+pub const STREAM: &str = "EGRESS_ATTEMPTS";
 
 /// Attempts per block of an endpoint's log.
 pub const BLOCK: u64 = 64;
@@ -166,7 +169,7 @@ impl AttemptLog {
             .map_err(|e| fail(&e))?;
         self.client
             .publish_with_reply(
-                format!("$JS.API.DIRECT.GET.{ATTEMPTS_STREAM}"),
+                format!("$JS.API.DIRECT.GET.{STREAM}"),
                 inbox,
                 request.into(),
             )

@@ -30,6 +30,7 @@ pub mod records;
 pub mod schedule;
 pub mod ssrf;
 pub mod store;
+mod store_error;
 mod waiting;
 
 use std::path::PathBuf;

@@ -28,7 +28,7 @@ pub const DISPATCHED_BUCKET: &str = "egress_dispatched";
 /// The least time a dispatched event stays marked, whatever `retention` is.
 pub const DISPATCHED_AT_LEAST: Duration = Duration::from_secs(3 * 24 * 3600);
 pub const TASKS_STREAM: &str = "EGRESS_TASKS";
-pub const ATTEMPTS_STREAM: &str = "EGRESS_ATTEMPTS";
+pub use crate::attempt_log::STREAM as ATTEMPTS_STREAM;
 pub const REPLICAS_BUCKET: &str = "egress_replicas";
 /// The priority group every partition consumer pins one replica in.
 pub const PRIORITY_GROUP: &str = "egress";
@@ -69,22 +69,7 @@ pub fn retry_subject(endpoint: &str, event: &str) -> String {
     format!("egress.retry.{endpoint}.{event}")
 }
 
-/// A broker write that did not complete.
-#[derive(Debug, thiserror::Error)]
-#[error("{what}: {reason}")]
-pub struct StoreError {
-    pub what: &'static str,
-    pub reason: String,
-}
-
-impl StoreError {
-    pub fn new(what: &'static str, reason: impl std::fmt::Display) -> Self {
-        Self {
-            what,
-            reason: reason.to_string(),
-        }
-    }
-}
+pub use crate::store_error::StoreError;
 
 /// The handles to everything above.
 #[derive(Clone)]

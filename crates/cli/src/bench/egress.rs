@@ -32,7 +32,7 @@ pub struct Args {
     fanout_events: usize,
     /// Requests in flight: the endpoint's `max_in_flight` and the baseline's concurrency.
     #[arg(long, default_value_t = 32)]
-    concurrency: usize,
+    pub concurrency: usize,
     /// Rounds; the median round of each scenario is reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -43,10 +43,10 @@ pub struct Args {
     /// process (the create rate, a fan-out to all of them, restart to ready, consumers, peak RSS,
     /// and the API path).
     #[arg(long)]
-    endpoints: Option<usize>,
+    pub endpoints: Option<usize>,
     /// Messages of the API path, with `--endpoints`.
     #[arg(long, default_value_t = 20_000)]
-    messages: usize,
+    pub messages: usize,
 }
 
 pub(super) const TOKEN: &str = "bench-token-0123456789";
@@ -165,15 +165,8 @@ async fn through_egress(
     Ok(deliveries as f64 / started.elapsed().as_secs_f64())
 }
 
+/// The scenarios (without `--endpoints`; with it, [`super::scale`] runs instead).
 pub async fn run(args: Args) -> anyhow::Result<String> {
-    if let Some(endpoints) = args.endpoints {
-        return super::scale::run(super::scale::Scale {
-            endpoints,
-            messages: args.messages,
-            concurrency: args.concurrency,
-        })
-        .await;
-    }
     anyhow::ensure!(
         args.rounds > 0 && args.concurrency > 0 && args.events > 0,
         "--rounds, --concurrency and --events must be more than 0"

@@ -33,7 +33,17 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
     let report = match which {
         Which::Ingress(args) => ingress::run(args).await?,
         Which::Consumers(args) => consumers::run(args).await?,
-        Which::Egress(args) => egress::run(args).await?,
+        Which::Egress(args) => match args.endpoints {
+            Some(endpoints) => {
+                scale::run(scale::Scale {
+                    endpoints,
+                    messages: args.messages,
+                    concurrency: args.concurrency,
+                })
+                .await?
+            }
+            None => egress::run(args).await?,
+        },
         Which::E2e(args) => e2e::run(args).await?,
         Which::All(args) => all::run(args).await?,
     };
