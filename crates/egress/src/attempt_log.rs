@@ -61,15 +61,9 @@ fn of_block(endpoint: &str, block: u64) -> String {
     format!("egress.attempts.{endpoint}.{block}.*")
 }
 
-/// Whether the task of this record is done with: delivered. A record of before states
-/// (2026-12-03) says so by its status.
+/// Whether the task of this record is done with: delivered.
 pub fn delivered(record: &DeliveryAttempt) -> bool {
-    match record.state() {
-        State::Unspecified => {
-            record.status() == hookbus_proto::egress::v1::delivery_attempt::Status::Succeeded
-        }
-        state => state == State::Delivered,
-    }
+    record.state() == State::Delivered
 }
 
 /// A record and its sequence in the stream.
@@ -140,8 +134,8 @@ impl AttemptLog {
         Ok(self.last(of_endpoint(endpoint)).await?.map(|r| r.number))
     }
 
-    /// Up to `max` records on `filter`, in stream order: from sequence `from`, or from the first
-    /// stored at or after `since` (RFC 3339). `more` says whether others follow.
+    /// Up to `max` records on `filter`, in stream order, from `from`. `more` says whether others
+    /// follow.
     pub async fn forward(
         &self,
         filter: &str,
@@ -152,7 +146,14 @@ impl AttemptLog {
         let fail = |e: &dyn std::fmt::Display| StoreError::new(what, e.to_string());
         let (seq, start_time) = match from {
             Start::Sequence(seq) => (Some(seq.max(1)), None),
-            Start::Time(time) => (None, Some(time)),
+            Start::Time(at) => (
+                None,
+                Some(
+                    at.to_offset(time::UtcOffset::UTC)
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .map_err(|e| fail(&e))?,
+                ),
+            ),
         };
         let request = serde_json::to_vec(&BatchRequest {
             seq,
@@ -240,8 +241,8 @@ impl AttemptLog {
 #[derive(Debug, Clone)]
 pub enum Start {
     Sequence(u64),
-    /// RFC 3339.
-    Time(String),
+    /// The first record stored at or after this time.
+    Time(time::OffsetDateTime),
 }
 
 /// The numbers of the next attempts of the endpoints of one partition, at its owner: read from

@@ -38,16 +38,15 @@ impl Engine {
     /// those stored before the event reached the dispatcher ([`crate::Directory::fresh_since`]).
     pub async fn dispatch(&self, delivery: Delivery) -> Outcome {
         let event = &delivery.event;
-        // Both reads at once: the directory made current, and the event's marker.
-        let (current, marker) = tokio::join!(
-            self.directory.fresh_since(
+        if let Err(e) = self
+            .directory
+            .fresh_since(
                 &self.stores.endpoints,
                 Instant::now(),
                 Duration::from_secs(5),
-            ),
-            self.stores.dispatched(&event.id),
-        );
-        if let Err(e) = current {
+            )
+            .await
+        {
             tracing::warn!(event = %event.id, error = %e, "endpoints not known to be current; dispatch retried");
             return Outcome::Retry {
                 after: Duration::from_secs(1),
@@ -59,7 +58,8 @@ impl Engine {
         if targets.is_empty() {
             return Outcome::Ack;
         }
-        match marker {
+        // Read only for an event some endpoint takes: most events on `EVENTS` go to none.
+        match self.stores.dispatched(&event.id).await {
             Ok(None) => {}
             Ok(Some(_)) => {
                 tracing::debug!(event = %event.id, "dispatched before; not again");

@@ -81,10 +81,8 @@ fn attempt_out(a: DeliveryAttempt) -> AttemptOut {
             TaskState::Delivered => "delivered",
             TaskState::Queued => "queued",
             TaskState::Dead => "dead",
-            TaskState::Failed => "failed",
-            // Before states were recorded.
-            TaskState::Unspecified if a.status == Status::Succeeded as i32 => "delivered",
-            TaskState::Unspecified => "failed",
+            // Every record is written with a state; none is unspecified.
+            TaskState::Failed | TaskState::Unspecified => "failed",
         }
         .into(),
         response_status: Some(a.response_status).filter(|s| *s != 0),
@@ -146,7 +144,7 @@ async fn by_blocks(engine: &Engine, id: &str, page: &PageRequest) -> ApiResult<A
     };
     // The block of the oldest attempt still stored (older ones expired): read once, when the
     // walk needs to know whether anything older is left.
-    let mut oldest = None;
+    let mut oldest: Option<u64> = None;
     let mut items = Vec::with_capacity(page.limit);
     loop {
         let mut found = log.block(id, block).await?;
@@ -169,10 +167,11 @@ async fn by_blocks(engine: &Engine, id: &str, page: &PageRequest) -> ApiResult<A
         if block == 0 {
             return Ok(AttemptList::of("attempts", items, None));
         }
-        if oldest.is_none() {
-            oldest = Some(log.first_number(id).await?.map_or(0, |n| n / BLOCK));
-        }
-        if oldest.is_some_and(|oldest| oldest >= block) {
+        let oldest = match oldest {
+            Some(oldest) => oldest,
+            None => *oldest.insert(log.first_number(id).await?.map_or(0, |n| n / BLOCK)),
+        };
+        if oldest >= block {
             return Ok(AttemptList::of("attempts", items, None));
         }
         block -= 1;

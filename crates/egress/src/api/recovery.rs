@@ -95,14 +95,10 @@ pub async fn recover(
 ) -> ApiResult<(StatusCode, Json<Queued>)> {
     let engine = &state.engine;
     let input: RecoverIn = parse(&body)?;
-    let rfc3339 = &time::format_description::well_known::Rfc3339;
-    let since = time::OffsetDateTime::parse(&input.since, rfc3339)
-        .map_err(|e| ApiError::invalid("since", format!("not an RFC 3339 time: {e}")))?;
-    let from = since
-        .to_offset(time::UtcOffset::UTC)
-        .format(rfc3339)
-        .map_err(|e| ApiError::invalid("since", format!("not a time the log can seek to: {e}")))?;
-    let since = since.unix_timestamp();
+    let from =
+        time::OffsetDateTime::parse(&input.since, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| ApiError::invalid("since", format!("not an RFC 3339 time: {e}")))?;
+    let since = from.unix_timestamp();
     load(engine, &id).await?;
     // The attempts made since then, the latest of each event last: what failed since `since`,
     // read from there on, not the endpoint's whole history.

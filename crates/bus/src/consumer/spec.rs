@@ -1,0 +1,229 @@
+//! What a consumer is made of: its settings ([`ConsumerSpec`]), where it starts, what a handler
+//! gets ([`Delivery`]) and what it answers ([`Outcome`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer;
+use hookbus_proto::v1::Event;
+
+/// What a handler decided about one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done; the effect is durable.
+    Ack,
+    /// Not now: deliver again no sooner than `after` (dead-lettered if this was the last allowed
+    /// delivery).
+    Retry { after: Duration },
+    /// Never: dead-letter with `reason`, no redelivery.
+    Reject { reason: String },
+}
+
+/// Where a consumer created for the first time starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPosition {
+    /// Only events published after it is created: the creation time (this process's clock) is
+    /// stored as the consumer's start time, so a new consumer leader starts at the same place.
+    New,
+    /// Everything the stream holds.
+    All,
+    /// Events published at or after this unix time (seconds).
+    At(i64),
+    /// After this stream sequence (what a store last recorded).
+    AfterSequence(u64),
+}
+
+impl std::str::FromStr for StartPosition {
+    type Err = String;
+
+    /// `new`, `all`, or an RFC 3339 time (events published at or after it). `AfterSequence` is
+    /// not configurable: it is what a store's resume point gives.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "new" => Ok(Self::New),
+            "all" => Ok(Self::All),
+            other => {
+                time::OffsetDateTime::parse(other, &time::format_description::well_known::Rfc3339)
+                    .map(|t| Self::At(t.unix_timestamp()))
+                    .map_err(|_| {
+                        format!(
+                            "{other:?} is not new, all or an RFC 3339 time (2026-11-28T00:00:00Z)"
+                        )
+                    })
+            }
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StartPosition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <String as serde::Deserialize>::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One delivery handed to a handler.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub event: Event,
+    pub subject: String,
+    pub stream_sequence: u64,
+    /// 1 on the first delivery.
+    pub attempt: u64,
+    pub headers: HeaderMap,
+}
+
+/// Saves the server's ack floor, as the runtime sees it every few seconds, where `resume_point`
+/// can read it back.
+pub type Checkpoint =
+    Arc<dyn Fn(u64) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// Returns the last stream sequence a store recorded, used to resume a consumer that was deleted.
+pub type ResumePoint =
+    Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Option<u64>> + Send + Sync>;
+
+/// A consumer's settings.
+#[derive(Clone)]
+pub struct ConsumerSpec {
+    /// Durable name; also the token in `dlq.<name>.…`.
+    pub name: String,
+    /// Subjects on `EVENTS`, with wildcards (`events.*.order.created`, `events.github.>`).
+    pub filter_subjects: Vec<String>,
+    pub start: StartPosition,
+    /// Handlers running at once.
+    pub concurrency: usize,
+    /// Deliveries before a failing message is dead-lettered.
+    pub max_deliveries: i64,
+    /// The server's limit on delivered, unacknowledged messages. A message NAK'd with a delay
+    /// counts against it until it is redelivered, so it must be well above what the runtime holds
+    /// (`2 × concurrency`), or a run of retries stalls the consumer.
+    pub max_ack_pending: i64,
+    /// How long the server waits for an ack before redelivering.
+    pub ack_wait: Duration,
+    /// Delay before redelivery after the n-th failure (the last entry repeats).
+    pub backoff: Vec<Duration>,
+    /// Send in-progress acks while a handler runs (every third of `ack_wait`).
+    pub progress_acks: bool,
+    /// Wait for the server to confirm each ack (a round trip per message). Turn it off only where
+    /// a message delivered again after a lost ack is harmless to the handler, because it finds
+    /// its work already done (a ledger, a dedup marker).
+    pub confirm_acks: bool,
+    /// How long shutdown waits for running handlers before NAKing them.
+    pub drain_timeout: Duration,
+    /// Where the caller's store says processing got to (see [`StartPosition::AfterSequence`]).
+    pub resume_point: Option<ResumePoint>,
+    /// Where the runtime hands the server's ack floor to the caller's store.
+    pub checkpoint: Option<Checkpoint>,
+    /// The `EVENTS` settings to provision with (`[nats.events]`); `DLQ` gets the same replicas.
+    pub stream: crate::StreamSettings,
+    /// Where the counts go (see [`crate::ConsumerMetrics::register`]).
+    pub metrics: crate::ConsumerMetrics,
+}
+
+impl std::fmt::Debug for ConsumerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerSpec")
+            .field("name", &self.name)
+            .field("filter_subjects", &self.filter_subjects)
+            .field("start", &self.start)
+            .field("concurrency", &self.concurrency)
+            .field("max_deliveries", &self.max_deliveries)
+            .field("ack_wait", &self.ack_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsumerSpec {
+    /// Defaults: start `new`, 16 handlers, 5 deliveries, 10,000 unacknowledged at the server, 30 s
+    /// ack wait, back-off 1 s, 5 s, 30 s, 2 min.
+    pub fn new(name: impl Into<String>, filter_subjects: &[&str]) -> Self {
+        Self {
+            name: name.into(),
+            filter_subjects: filter_subjects.iter().map(|s| (*s).to_owned()).collect(),
+            start: StartPosition::New,
+            concurrency: 16,
+            max_deliveries: 5,
+            max_ack_pending: 10_000,
+            ack_wait: Duration::from_secs(30),
+            backoff: [1, 5, 30, 120].map(Duration::from_secs).to_vec(),
+            progress_acks: true,
+            confirm_acks: true,
+            drain_timeout: Duration::from_secs(10),
+            resume_point: None,
+            checkpoint: None,
+            stream: crate::StreamSettings::default(),
+            metrics: crate::ConsumerMetrics::default(),
+        }
+    }
+
+    /// Counts into `metrics` (registered in the service's registry).
+    pub fn metrics(mut self, metrics: &crate::ConsumerMetrics) -> Self {
+        self.metrics = metrics.clone();
+        self
+    }
+
+    pub(super) fn labels(&self) -> crate::ConsumerLabels {
+        crate::ConsumerLabels {
+            consumer: self.name.clone(),
+        }
+    }
+
+    pub fn start(mut self, start: StartPosition) -> Self {
+        self.start = start;
+        self
+    }
+
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    pub(super) fn backoff_for(&self, attempt: u64) -> Duration {
+        let index = (attempt.saturating_sub(1) as usize).min(self.backoff.len().saturating_sub(1));
+        self.backoff
+            .get(index)
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
+    }
+
+    pub(super) fn deliver_policy(&self, start: StartPosition) -> consumer::DeliverPolicy {
+        match start {
+            // Not `DeliverPolicy::New`: a replicated consumer that has delivered nothing yet
+            // when its leader changes starts again at the stream's end as the new leader sees
+            // it, skipping what came in meanwhile (seen in the cluster test on nats-server
+            // 2.15). The creation time in the config is the same start on every replica.
+            StartPosition::New => consumer::DeliverPolicy::ByStartTime {
+                start_time: time::OffsetDateTime::now_utc(),
+            },
+            StartPosition::All => consumer::DeliverPolicy::All,
+            StartPosition::At(unix) => consumer::DeliverPolicy::ByStartTime {
+                start_time: time::OffsetDateTime::from_unix_timestamp(unix)
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+            },
+            StartPosition::AfterSequence(sequence) => consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: sequence + 1,
+            },
+        }
+    }
+
+    pub(super) fn config(&self, start: StartPosition) -> consumer::pull::Config {
+        let (filter_subject, filter_subjects) = match self.filter_subjects.as_slice() {
+            [one] => (one.clone(), Vec::new()),
+            many => (String::new(), many.to_vec()),
+        };
+        consumer::pull::Config {
+            durable_name: Some(self.name.clone()),
+            description: Some(format!("hookbus consumer {}", self.name)),
+            deliver_policy: self.deliver_policy(start),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            max_deliver: self.max_deliveries,
+            filter_subject,
+            filter_subjects,
+            max_ack_pending: self.max_ack_pending.max((self.concurrency * 2) as i64),
+            ..Default::default()
+        }
+    }
+}
