@@ -115,6 +115,36 @@ pub struct StoredLetter {
     pub headers: HeaderMap,
 }
 
+impl StoredLetter {
+    fn of(sequence: u64, headers: HeaderMap, payload: Bytes) -> Self {
+        use prost::Message;
+        let get = |name: &str| headers.get(name).map(|v| v.to_string()).unwrap_or_default();
+        Self {
+            sequence,
+            consumer: get(CONSUMER_HEADER),
+            subject: get(SUBJECT_HEADER),
+            attempts: get(ATTEMPTS_HEADER),
+            reason: get(REASON_HEADER),
+            event_id: hookbus_proto::v1::Event::decode(payload.clone())
+                .ok()
+                .map(|e| e.id),
+            payload,
+            headers,
+        }
+    }
+}
+
+/// The dead letter at `sequence` in `DLQ`, if there is one.
+pub async fn get(js: &jetstream::Context, sequence: u64) -> Result<Option<StoredLetter>, String> {
+    use async_nats::jetstream::stream::RawMessageErrorKind;
+    let stream = js.get_stream(DLQ_STREAM).await.map_err(|e| e.to_string())?;
+    match stream.get_raw_message(sequence).await {
+        Ok(raw) => Ok(Some(StoredLetter::of(sequence, raw.headers, raw.payload))),
+        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn filter(consumer: Option<&str>) -> String {
     match consumer {
         Some(name) => format!("dlq.{name}.>"),
@@ -141,7 +171,6 @@ pub async fn page(
     limit: usize,
 ) -> Result<Vec<StoredLetter>, String> {
     use futures_util::StreamExt;
-    use prost::Message;
 
     let stream = js.get_stream(DLQ_STREAM).await.map_err(|e| e.to_string())?;
     let reader = stream
@@ -167,23 +196,15 @@ pub async fn page(
         let before = letters.len();
         while let Some(message) = batch.next().await {
             let message = message.map_err(|e| e.to_string())?;
-            let headers = message.headers.clone().unwrap_or_default();
-            let get = |name: &str| headers.get(name).map(|v| v.to_string()).unwrap_or_default();
-            letters.push(StoredLetter {
-                sequence: message
-                    .info()
-                    .map(|i| i.stream_sequence)
-                    .unwrap_or_default(),
-                consumer: get(CONSUMER_HEADER),
-                subject: get(SUBJECT_HEADER),
-                attempts: get(ATTEMPTS_HEADER),
-                reason: get(REASON_HEADER),
-                event_id: hookbus_proto::v1::Event::decode(message.payload.clone())
-                    .ok()
-                    .map(|e| e.id),
-                payload: message.payload.clone(),
-                headers: headers.clone(),
-            });
+            let sequence = message
+                .info()
+                .map(|i| i.stream_sequence)
+                .unwrap_or_default();
+            letters.push(StoredLetter::of(
+                sequence,
+                message.headers.clone().unwrap_or_default(),
+                message.payload.clone(),
+            ));
         }
         if letters.len() == before {
             break;

@@ -89,6 +89,124 @@ pub struct EgressConfig {
     /// others: the lifetime of its entry in `egress_replicas` and its partitions' pin.
     #[serde(with = "duration")]
     pub replica_timeout: Duration,
+    /// The web console and the tenant portal (`[egress.console]`).
+    pub console: ConsoleConfig,
+}
+
+/// `[egress.console]`: the operator console and the tenant portal under `/console`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve the console and the portal.
+    pub enabled: bool,
+    /// The egress's address as browsers reach it (`https://hooks.example.com`): the base of
+    /// portal links. Absent: the API request's `Host`, over `http`.
+    pub public_url: Option<String>,
+    /// How long an operator's session lasts.
+    #[serde(with = "duration")]
+    pub session_ttl: Duration,
+    /// How long a portal link may wait to be opened (at most 24 h).
+    #[serde(with = "duration")]
+    pub portal_link_ttl: Duration,
+    /// How long the session a portal link opens lasts.
+    #[serde(with = "duration")]
+    pub portal_session_ttl: Duration,
+    /// Origins that may show the portal in an iframe (CSP `frame-ancestors`), e.g.
+    /// `https://app.example.com`. Empty: no page may be framed. A portal session is then sent
+    /// in a `SameSite=None; Secure; Partitioned` cookie, so the egress must be served over https.
+    pub frame_ancestors: Vec<String>,
+    /// The name in the header of every page.
+    pub brand_name: String,
+    /// The accent colour of buttons and links, `#rrggbb`.
+    pub accent_color: String,
+    /// A logo (SVG or PNG) shown in the header, read at start-up and served from the egress.
+    pub logo_file: Option<PathBuf>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            public_url: None,
+            session_ttl: Duration::from_secs(12 * 3600),
+            portal_link_ttl: Duration::from_secs(15 * 60),
+            portal_session_ttl: Duration::from_secs(3600),
+            frame_ancestors: Vec::new(),
+            brand_name: "hookbus".into(),
+            accent_color: "#2b59c3".into(),
+            logo_file: None,
+        }
+    }
+}
+
+impl ConsoleConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("egress.console.{k}");
+        if let Some(text) = &self.public_url {
+            let url =
+                url::Url::parse(text).map_err(|e| ConfigError::invalid(key("public_url"), e))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                return Err(ConfigError::invalid(
+                    key("public_url"),
+                    "must be an http or https URL",
+                ));
+            }
+        }
+        for (name, value) in [
+            ("session_ttl", self.session_ttl),
+            ("portal_link_ttl", self.portal_link_ttl),
+            ("portal_session_ttl", self.portal_session_ttl),
+        ] {
+            if value < Duration::from_secs(60) {
+                return Err(ConfigError::invalid(key(name), "must be at least 1m"));
+            }
+        }
+        if self.portal_link_ttl > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::invalid(
+                key("portal_link_ttl"),
+                "must be at most 24h",
+            ));
+        }
+        for origin in &self.frame_ancestors {
+            let parsed = url::Url::parse(origin).ok();
+            let is_origin = parsed.as_ref().is_some_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.path() == "/"
+                    && u.query().is_none()
+                    && !origin.ends_with('/')
+            });
+            if !is_origin {
+                return Err(ConfigError::invalid(
+                    key("frame_ancestors"),
+                    format!("{origin:?} is not an origin like https://app.example.com"),
+                ));
+            }
+        }
+        let hex = self.accent_color.strip_prefix('#').unwrap_or_default();
+        if hex.len() != 6 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(ConfigError::invalid(key("accent_color"), "must be #rrggbb"));
+        }
+        if self.brand_name.trim().is_empty() || self.brand_name.len() > 64 {
+            return Err(ConfigError::invalid(
+                key("brand_name"),
+                "must be 1 to 64 characters",
+            ));
+        }
+        if let Some(path) = &self.logo_file {
+            let ext = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or_default();
+            if !matches!(ext, "svg" | "png") {
+                return Err(ConfigError::invalid(
+                    key("logo_file"),
+                    "must be an .svg or .png file",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for EgressConfig {
@@ -117,6 +235,7 @@ impl Default for EgressConfig {
             endpoint_buffer: 8,
             partition_max_ack_pending: 4096,
             replica_timeout: Duration::from_secs(10),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -216,7 +335,7 @@ impl EgressConfig {
                 "must be more than 0",
             ));
         }
-        Ok(())
+        self.console.validate()
     }
 
     pub fn schedule(&self) -> RetrySchedule {

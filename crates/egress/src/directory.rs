@@ -208,6 +208,15 @@ impl Directory {
         outcome
     }
 
+    /// How many endpoints there are.
+    pub fn len(&self) -> usize {
+        self.endpoints.read().expect("not poisoned").by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<Live>> {
         self.endpoints
             .read()
@@ -225,24 +234,49 @@ impl Directory {
         after: Option<&str>,
         limit: usize,
     ) -> (Vec<Arc<Live>>, bool) {
+        let (found, next) = self.page_where(tenant, after, limit, |_| true, usize::MAX);
+        (found, next.is_some())
+    }
+
+    /// Up to `limit` endpoints after the id `after` that `keep` takes, in id order (only
+    /// `tenant`'s when given), looking at `scan` endpoints at most; and the id to go on after
+    /// when more may follow (the last one taken, or the last one looked at).
+    pub fn page_where(
+        &self,
+        tenant: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&Live) -> bool,
+        scan: usize,
+    ) -> (Vec<Arc<Live>>, Option<String>) {
         use std::ops::Bound;
         let index = self.endpoints.read().expect("not poisoned");
         let map = match tenant {
             None => &index.by_id,
             Some(tenant) => match index.of_tenant(Some(tenant)) {
                 Some(map) => map,
-                None => return (Vec::new(), false),
+                None => return (Vec::new(), None),
             },
         };
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut found: Vec<Arc<Live>> = map
-            .range::<str, _>((start, Bound::Unbounded))
-            .take(limit + 1)
-            .map(|(_, live)| live.clone())
-            .collect();
-        let more = found.len() > limit;
-        found.truncate(limit);
-        (found, more)
+        let mut found = Vec::with_capacity(limit.min(256));
+        let mut looked = 0usize;
+        let mut entries = map.range::<str, _>((start, Bound::Unbounded)).peekable();
+        while let Some((id, live)) = entries.next() {
+            looked += 1;
+            if keep(live) {
+                found.push(live.clone());
+                if found.len() == limit {
+                    let next = entries.peek().map(|_| id.clone());
+                    return (found, next);
+                }
+            }
+            if looked >= scan {
+                let next = entries.peek().map(|_| id.clone());
+                return (found, next);
+            }
+        }
+        (found, None)
     }
 
     /// The endpoints an event goes to (disabled ones included: their tasks are kept). Only the

@@ -1,7 +1,9 @@
 //! Egress: delivery of events to subscriber endpoints.
 //!
 //! - [`api`]: the management API (endpoints, secrets, messages, attempts, resend, recover, dead
-//!   letters) and its OpenAPI document.
+//!   letters, portal links) and its OpenAPI document.
+//! - [`console`] and [`access`]: the web console and tenant portal under `/console`, which call
+//!   the API's operations in the scope of their session.
 //! - [`records`] and [`directory`]: the endpoint records in a JetStream KV bucket, and the
 //!   in-memory copy every replica keeps by watching it.
 //! - [`dispatch`]: events → one task per matching endpoint, on the endpoint's partition.
@@ -13,10 +15,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod api;
 pub mod attempt_log;
 mod cache;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod deliver;
 mod delivery;
@@ -195,13 +199,19 @@ pub async fn run_with_lookup(
         shutdown.clone(),
     ));
 
+    let key_bytes = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        key.expose_secret().trim(),
+    )?;
+    let access = Arc::new(access::Access::new(&key_bytes));
     let state = Arc::new(api::ApiState {
         engine: engine.clone(),
-        token,
+        token: token.clone(),
+        access: access.clone(),
     });
     let (routes, document) = api::router(state);
     let document = Arc::new(document);
-    let app = routes
+    let mut app = routes
         .route(
             "/openapi.json",
             get(move || {
@@ -210,6 +220,10 @@ pub async fn run_with_lookup(
             }),
         )
         .route("/readyz", get(readyz).with_state(client.clone()));
+    if settings.console.enabled {
+        let console = console::ConsoleState::new(engine.clone(), access, token)?;
+        app = app.nest("/console", console::router(Arc::new(console)));
+    }
     hookbus_telemetry::serve(
         "egress",
         listener,

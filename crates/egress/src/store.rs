@@ -78,6 +78,8 @@ pub struct Stores {
     pub endpoints: kv::Store,
     pub dispatched: kv::Store,
     pub health: kv::Store,
+    /// Portal links redeemed ([`crate::access`]).
+    pub portal_links: kv::Store,
     pub replicas: kv::Store,
     pub tasks: stream::Stream,
     pub attempts: AttemptLog,
@@ -177,6 +179,14 @@ impl Stores {
         )
         .await?;
         let health = bucket(&js, HEALTH_BUCKET, Duration::ZERO, replicas).await?;
+        // A redeemed link's nonce is kept as long as the link could still be opened.
+        let portal_links = bucket(
+            &js,
+            crate::access::LINKS_BUCKET,
+            Duration::from_secs(25 * 3600),
+            replicas,
+        )
+        .await?;
         // Its max_age is how long a replica that stopped refreshing its key counts as alive, so
         // it follows `replica_timeout` of the replica that started last.
         let replicas_bucket = js
@@ -202,6 +212,7 @@ impl Stores {
             endpoints,
             dispatched,
             health,
+            portal_links,
             replicas: replicas_bucket,
             tasks,
             attempts,

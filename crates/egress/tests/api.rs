@@ -16,6 +16,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/endpoints/{id}/secret"),
     ("post", "/v1/endpoints/{id}/secret/rotate"),
     ("post", "/v1/messages"),
+    ("get", "/v1/messages/{id}"),
+    ("post", "/v1/endpoints/{id}/test"),
+    ("post", "/v1/tenants/{tenant}/portal"),
     ("get", "/v1/endpoints/{id}/attempts"),
     ("get", "/v1/messages/{id}/attempts"),
     ("post", "/v1/endpoints/{id}/messages/{event_id}/resend"),
@@ -55,7 +58,8 @@ async fn every_route_is_documented_and_answers_401_without_the_token() {
     for (method, path) in &documented {
         let path = path
             .replace("{id}", &id)
-            .replace("{event_id}", "0193a0c4-7c1e-7000-8000-000000000001");
+            .replace("{event_id}", "0193a0c4-7c1e-7000-8000-000000000001")
+            .replace("{tenant}", "acme");
         let path = if path.starts_with("/v1/dead-letters/") {
             path.replace(&id, "1")
         } else {

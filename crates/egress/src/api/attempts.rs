@@ -20,6 +20,7 @@ use super::endpoints::load;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::input::{Params, rfc3339};
 use super::page::{self, PageRequest};
+use crate::access::Scope;
 use crate::attempt_log::{self, BLOCK, Found, Start};
 use crate::engine::Engine;
 use crate::records::valid_id;
@@ -62,12 +63,12 @@ pub struct AttemptList {
 #[into_params(parameter_in = Query)]
 pub struct AttemptQuery {
     /// Only the attempts of this event.
-    event_id: Option<String>,
+    pub event_id: Option<String>,
     /// At most this many (default 50).
     #[param(minimum = 1, maximum = 250)]
-    limit: Option<usize>,
+    pub limit: Option<usize>,
     /// The `iterator` of the previous page.
-    iterator: Option<String>,
+    pub iterator: Option<String>,
 }
 
 fn attempt_out(a: DeliveryAttempt) -> AttemptOut {
@@ -106,20 +107,31 @@ pub async fn list(
     Path(id): Path<String>,
     Params(query): Params<AttemptQuery>,
 ) -> ApiResult<Json<AttemptList>> {
-    let engine = &state.engine;
+    list_in(&state.engine, &Scope::Operator, &id, query)
+        .await
+        .map(Json)
+}
+
+/// A page of the attempts of an endpoint that `scope` sees, newest first.
+pub async fn list_in(
+    engine: &Engine,
+    scope: &Scope,
+    id: &str,
+    query: AttemptQuery,
+) -> ApiResult<AttemptList> {
     let page = PageRequest::new("attempts", query.limit, query.iterator.as_deref())?;
-    load(engine, &id).await?;
+    load(engine, scope, id).await?;
     match query.event_id.as_deref() {
         Some(event) if valid_id(event) => {
             let all = engine
                 .stores
                 .attempts
-                .all(&attempt_log::of_event(&id, event), Start::Sequence(1))
+                .all(&attempt_log::of_event(id, event), Start::Sequence(1))
                 .await?;
-            Ok(Json(newest_first(all, &page)?))
+            newest_first(all, &page)
         }
-        Some(_) => Ok(Json(newest_first(Vec::new(), &page)?)),
-        None => Ok(Json(by_blocks(engine, &id, &page).await?)),
+        Some(_) => newest_first(Vec::new(), &page),
+        None => by_blocks(engine, id, &page).await,
     }
 }
 
@@ -192,9 +204,9 @@ async fn by_blocks(engine: &Engine, id: &str, page: &PageRequest) -> ApiResult<A
 pub struct MessageAttemptQuery {
     /// At most this many (default 50).
     #[param(minimum = 1, maximum = 250)]
-    limit: Option<usize>,
+    pub limit: Option<usize>,
     /// The `iterator` of the previous page.
-    iterator: Option<String>,
+    pub iterator: Option<String>,
 }
 
 /// The delivery attempts of one message (event) to every endpoint, in the order they were made.
@@ -207,28 +219,51 @@ pub async fn list_for_message(
     Path(id): Path<String>,
     Params(query): Params<MessageAttemptQuery>,
 ) -> ApiResult<Json<AttemptList>> {
+    list_for_message_in(&state.engine, &Scope::Operator, &id, query)
+        .await
+        .map(Json)
+}
+
+/// A page of one message's attempts, in the order they were made. A tenant sees only the
+/// attempts to its own endpoints.
+pub async fn list_for_message_in(
+    engine: &Engine,
+    scope: &Scope,
+    id: &str,
+    query: MessageAttemptQuery,
+) -> ApiResult<AttemptList> {
     let page = PageRequest::new("message-attempts", query.limit, query.iterator.as_deref())?;
-    if !valid_id(&id) {
+    if !valid_id(id) {
         return Err(ApiError::not_found(format!("no message {id}")));
     }
     let from = page.after_sequence()?.map_or(1, |after| after + 1);
-    let (found, more) = state
-        .engine
+    let (found, more) = engine
         .stores
         .attempts
         .forward(
-            &attempt_log::of_message(&id),
+            &attempt_log::of_message(id),
             Start::Sequence(from),
             page.limit,
         )
         .await?;
     let last = found.last().map(|(sequence, _)| sequence.to_string());
-    let items = found.into_iter().map(|(_, a)| attempt_out(a)).collect();
-    Ok(Json(AttemptList::of(
+    let visible = |endpoint: &str| {
+        scope.is_operator()
+            || engine
+                .directory
+                .get(endpoint)
+                .is_some_and(|live| scope.sees(&live.record))
+    };
+    let items = found
+        .into_iter()
+        .filter(|(_, a)| visible(&a.endpoint_id))
+        .map(|(_, a)| attempt_out(a))
+        .collect();
+    Ok(AttemptList::of(
         "message-attempts",
         items,
         last.filter(|_| more),
-    )))
+    ))
 }
 
 impl AttemptList {

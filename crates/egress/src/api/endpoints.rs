@@ -20,62 +20,63 @@ use super::input::{
     parse, rfc3339,
 };
 use super::page::{self, PageRequest};
+use crate::access::Scope;
 use crate::engine::{Engine, timestamp, unix_now};
 use crate::records;
 use crate::store;
 
 /// A new endpoint.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointIn {
     /// Where deliveries are POSTed (`http` or `https`).
     #[schema(format = "uri")]
-    url: String,
+    pub(crate) url: String,
     #[serde(default)]
-    description: String,
+    pub(crate) description: String,
     /// Event-type patterns (`*` one token, `>` the rest); empty = every type but `hookbus.*`.
     #[serde(default)]
-    event_types: Vec<String>,
+    pub(crate) event_types: Vec<String>,
     /// Sources to take events from; empty = all.
     #[serde(default)]
-    sources: Vec<String>,
+    pub(crate) sources: Vec<String>,
     /// The customer this endpoint belongs to.
     #[schema(min_length = 1, max_length = 128)]
-    tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
     /// A `whsec_` secret; generated when absent.
     #[schema(pattern = "^whsec_")]
-    secret: Option<String>,
+    pub(crate) secret: Option<String>,
     /// Requests per second; 0 or absent = unlimited.
     #[serde(default)]
     #[schema(maximum = 100_000)]
-    rate_limit: u32,
+    pub(crate) rate_limit: u32,
     /// Requests in flight at once (across replicas); absent = `egress.default_max_in_flight`.
     #[schema(minimum = 1, maximum = 10_000)]
-    max_in_flight: Option<u32>,
+    pub(crate) max_in_flight: Option<u32>,
     /// Headers added to every delivery.
     #[serde(default)]
-    headers: BTreeMap<String, String>,
+    pub(crate) headers: BTreeMap<String, String>,
     #[serde(default)]
-    disabled: bool,
+    pub(crate) disabled: bool,
 }
 
 /// A change to an endpoint: only the fields present change. `tenant: ""` removes the tenant.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointPatch {
     #[schema(format = "uri")]
-    url: Option<String>,
-    description: Option<String>,
-    event_types: Option<Vec<String>>,
-    sources: Option<Vec<String>>,
+    pub(crate) url: Option<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) event_types: Option<Vec<String>>,
+    pub(crate) sources: Option<Vec<String>>,
     #[schema(max_length = 128)]
-    tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
     #[schema(maximum = 100_000)]
-    rate_limit: Option<u32>,
+    pub(crate) rate_limit: Option<u32>,
     #[schema(minimum = 1, maximum = 10_000)]
-    max_in_flight: Option<u32>,
-    headers: Option<BTreeMap<String, String>>,
-    disabled: Option<bool>,
+    pub(crate) max_in_flight: Option<u32>,
+    pub(crate) headers: Option<BTreeMap<String, String>>,
+    pub(crate) disabled: Option<bool>,
 }
 
 /// An endpoint, without its secret.
@@ -103,11 +104,11 @@ pub struct EndpointOut {
 /// A page of endpoints, by id (which is creation order).
 #[derive(Serialize, ToSchema)]
 pub struct EndpointList {
-    items: Vec<EndpointOut>,
+    pub items: Vec<EndpointOut>,
     /// Pass as `iterator` for the next page; `null` when `done`.
-    iterator: Option<String>,
+    pub iterator: Option<String>,
     /// Nothing follows this page.
-    done: bool,
+    pub done: bool,
 }
 
 pub fn out(record: &Endpoint, default_in_flight: u32) -> EndpointOut {
@@ -134,18 +135,26 @@ pub fn out(record: &Endpoint, default_in_flight: u32) -> EndpointOut {
     }
 }
 
-/// The endpoint record in the bucket.
-pub async fn load(engine: &Engine, id: &str) -> ApiResult<(Endpoint, u64)> {
-    Ok(records::load(&engine.stores.endpoints, id).await?)
+/// The endpoint record in the bucket, if `scope` sees it: another tenant's endpoint answers 404,
+/// exactly as one that does not exist.
+pub async fn load(engine: &Engine, scope: &Scope, id: &str) -> ApiResult<(Endpoint, u64)> {
+    let (record, revision) = records::load(&engine.stores.endpoints, id).await?;
+    if !scope.sees(&record) {
+        return Err(ApiError::no_endpoint(id));
+    }
+    Ok((record, revision))
 }
 
-/// Changes an endpoint record (see [`records::update`]); 404 when there is none.
+/// Changes an endpoint record that `scope` sees (see [`records::update`]); 404 when there is
+/// none, or `scope` does not see it (nothing changes then).
 pub async fn update_record(
     engine: &Engine,
+    scope: &Scope,
     id: &str,
-    change: impl FnMut(&mut Endpoint) -> bool,
+    mut change: impl FnMut(&mut Endpoint) -> bool,
 ) -> ApiResult<Endpoint> {
-    records::update(&engine.stores.endpoints, &engine.directory, id, change)
+    let visible = |record: &mut Endpoint| scope.sees(record) && change(record);
+    records::update(&engine.stores.endpoints, &engine.directory, id, visible)
         .await?
         .ok_or_else(|| ApiError::no_endpoint(id))
 }
@@ -158,8 +167,23 @@ pub async fn create(
     State(state): AppState,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<EndpointOut>)> {
-    let engine = &state.engine;
     let input: EndpointIn = parse(&body)?;
+    let created = create_in(&state.engine, &Scope::Operator, input).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Creates an endpoint for `scope`: a tenant's is always its own. The answer holds the secret.
+pub async fn create_in(
+    engine: &Engine,
+    scope: &Scope,
+    mut input: EndpointIn,
+) -> ApiResult<EndpointOut> {
+    if let Some(own) = scope.tenant() {
+        if input.tenant.as_deref().is_some_and(|t| t != own) {
+            return Err(ApiError::invalid("tenant", "must be your own tenant"));
+        }
+        input.tenant = Some(own.to_owned());
+    }
     let url = check_url(engine, &input.url)?;
     check_event_types(&input.event_types)?;
     check_sources(&input.sources)?;
@@ -204,7 +228,7 @@ pub async fn create(
         .await;
     let mut body = out(&record, engine.settings.default_max_in_flight);
     body.secret = Some(secret.expose());
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok(body)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -212,13 +236,22 @@ pub async fn create(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this tenant's endpoints.
-    tenant: Option<String>,
+    pub tenant: Option<String>,
+    /// Only the disabled (`true`) or the enabled (`false`) ones.
+    pub disabled: Option<bool>,
+    /// Only those whose URL holds this text.
+    #[param(max_length = 2048)]
+    pub url_contains: Option<String>,
     /// At most this many (default 50).
     #[param(minimum = 1, maximum = 250)]
-    limit: Option<usize>,
+    pub limit: Option<usize>,
     /// The `iterator` of the previous page.
-    iterator: Option<String>,
+    pub iterator: Option<String>,
 }
+
+/// Endpoints a filtered page looks at, at most: a page with `disabled` or `url_contains` may
+/// hold fewer than `limit` and still not be `done`.
+const FILTER_SCAN: usize = 10_000;
 
 /// List endpoints by id (never with their secrets), a page at a time.
 #[utoipa::path(get, path = "/v1/endpoints", tag = "endpoints", operation_id = "list_endpoints",
@@ -228,29 +261,48 @@ pub async fn list(
     State(state): AppState,
     Params(query): Params<ListQuery>,
 ) -> ApiResult<Json<EndpointList>> {
-    let engine = &state.engine;
+    list_in(&state.engine, &Scope::Operator, query).map(Json)
+}
+
+/// A page of the endpoints `scope` sees: a tenant's list is always its own.
+pub fn list_in(engine: &Engine, scope: &Scope, mut query: ListQuery) -> ApiResult<EndpointList> {
+    if let Some(own) = scope.tenant() {
+        if query.tenant.as_deref().is_some_and(|t| t != own) {
+            return Ok(EndpointList {
+                items: Vec::new(),
+                iterator: None,
+                done: true,
+            });
+        }
+        query.tenant = Some(own.to_owned());
+    }
     if let Some(tenant) = &query.tenant {
         check_tenant(tenant)?;
     }
     let page = PageRequest::new("endpoints", query.limit, query.iterator.as_deref())?;
-    let (found, more) =
-        engine
-            .directory
-            .page(query.tenant.as_deref(), page.after.as_deref(), page.limit);
-    let last = found
-        .last()
-        .filter(|_| more)
-        .map(|live| live.record.id.clone());
+    let contains = query.url_contains.as_deref().filter(|t| !t.is_empty());
+    let filtered = query.disabled.is_some() || contains.is_some();
+    let keep = |live: &crate::directory::Live| {
+        query.disabled.is_none_or(|d| live.record.disabled == d)
+            && contains.is_none_or(|text| live.record.url.contains(text))
+    };
+    let (found, next) = engine.directory.page_where(
+        query.tenant.as_deref(),
+        page.after.as_deref(),
+        page.limit,
+        keep,
+        if filtered { FILTER_SCAN } else { usize::MAX },
+    );
     let items = found
         .iter()
         .map(|live| out(&live.record, engine.settings.default_max_in_flight))
         .collect();
-    let (iterator, done) = page::next("endpoints", last.as_deref());
-    Ok(Json(EndpointList {
+    let (iterator, done) = page::next("endpoints", next.as_deref());
+    Ok(EndpointList {
         items,
         iterator,
         done,
-    }))
+    })
 }
 
 /// One endpoint.
@@ -258,7 +310,7 @@ pub async fn list(
     params(("id" = String, Path)),
     responses((status = 200, body = EndpointOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get(State(state): AppState, Path(id): Path<String>) -> ApiResult<Json<EndpointOut>> {
-    let (record, _) = load(&state.engine, &id).await?;
+    let (record, _) = load(&state.engine, &Scope::Operator, &id).await?;
     Ok(Json(out(
         &record,
         state.engine.settings.default_max_in_flight,
@@ -275,8 +327,24 @@ pub async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<EndpointOut>> {
-    let engine = &state.engine;
     let patch: EndpointPatch = parse(&body)?;
+    update_in(&state.engine, &Scope::Operator, &id, patch)
+        .await
+        .map(Json)
+}
+
+/// Changes an endpoint that `scope` sees; a tenant cannot move one to another tenant.
+pub async fn update_in(
+    engine: &Engine,
+    scope: &Scope,
+    id: &str,
+    patch: EndpointPatch,
+) -> ApiResult<EndpointOut> {
+    if let (Some(own), Some(tenant)) = (scope.tenant(), patch.tenant.as_deref())
+        && tenant != own
+    {
+        return Err(ApiError::invalid("tenant", "must be your own tenant"));
+    }
     let url = match &patch.url {
         Some(url) => Some(check_url(engine, url)?),
         None => None,
@@ -294,7 +362,7 @@ pub async fn update(
     if let Some(headers) = &patch.headers {
         check_headers(headers)?;
     }
-    let record = update_record(engine, &id, |record| {
+    let record = update_record(engine, scope, id, |record| {
         if let Some(url) = &url {
             record.url = url.clone();
         }
@@ -327,9 +395,9 @@ pub async fn update(
     .await?;
     if patch.disabled == Some(false) {
         // What was held while it was disabled follows.
-        engine.release_held(&id).await?;
+        engine.release_held(id).await?;
     }
-    Ok(Json(out(&record, engine.settings.default_max_in_flight)))
+    Ok(out(&record, engine.settings.default_max_in_flight))
 }
 
 /// Delete an endpoint; its queued tasks and scheduled retries are discarded.
@@ -337,23 +405,28 @@ pub async fn update(
     params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn delete(State(state): AppState, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    let engine = &state.engine;
-    let (_, revision) = load(engine, &id).await?;
+    delete_in(&state.engine, &Scope::Operator, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes an endpoint that `scope` sees, with its queued tasks and scheduled retries.
+pub async fn delete_in(engine: &Engine, scope: &Scope, id: &str) -> ApiResult<()> {
+    let (_, revision) = load(engine, scope, id).await?;
     engine
         .stores
         .endpoints
-        .delete_expect_revision(&id, Some(revision))
+        .delete_expect_revision(id, Some(revision))
         .await
         .map_err(ApiError::internal)?;
     // Deliveries on this replica stop once its directory no longer has the endpoint.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while engine.directory.get(&id).is_some() && tokio::time::Instant::now() < deadline {
+    while engine.directory.get(id).is_some() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     for filter in [
-        engine.task_subject(&id),
-        store::retry_subject(&id, "*"),
-        store::held_subject(&id),
+        engine.task_subject(id),
+        store::retry_subject(id, "*"),
+        store::held_subject(id),
     ] {
         engine
             .stores
@@ -363,6 +436,6 @@ pub async fn delete(State(state): AppState, Path(id): Path<String>) -> ApiResult
             .await
             .map_err(ApiError::internal)?;
     }
-    let _ = engine.stores.health.delete(&id).await;
-    Ok(StatusCode::NO_CONTENT)
+    let _ = engine.stores.health.delete(id).await;
+    Ok(())
 }

@@ -26,14 +26,36 @@ mod error;
 mod input;
 mod messages;
 mod page;
+mod portal;
 mod recovery;
 mod secrets;
 
-pub use error::{ApiError, ErrorBody};
+pub use attempts::{AttemptList, AttemptOut, AttemptQuery, MessageAttemptQuery};
+pub use dead_letters::{DeadLetterList, DeadLetterOut, DeadLetterQuery};
+pub use endpoints::{EndpointIn, EndpointList, EndpointOut, EndpointPatch, ListQuery};
+pub use error::{ApiError, ApiResult, ErrorBody};
+pub use input::rfc3339;
+pub use messages::{MessageDetail, MessageIn, TestOut};
+pub use recovery::{Queued, RecoverIn};
+pub use secrets::{RotateIn, SecretOut};
+
+/// What the console calls: the same operations the routes call, with the caller's scope.
+pub mod ops {
+    pub use super::attempts::{list_for_message_in as message_attempts, list_in as attempts};
+    pub use super::dead_letters::{list_in as dead_letters, retry_in as retry_dead_letter};
+    pub use super::endpoints::{
+        create_in as create_endpoint, delete_in as delete_endpoint, list_in as endpoints,
+        load as endpoint, out as endpoint_out, update_in as update_endpoint,
+    };
+    pub use super::messages::{get_in as message, test_in as send_test};
+    pub use super::recovery::{recover_in as recover, resend_in as resend};
+    pub use super::secrets::{get_in as secret, rotate_in as rotate_secret};
+}
 
 pub struct ApiState {
     pub engine: Arc<Engine>,
     pub token: SecretString,
+    pub access: Arc<crate::access::Access>,
 }
 
 type AppState = State<Arc<ApiState>>;
@@ -89,6 +111,9 @@ pub fn router(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .routes(routes!(secrets::get))
         .routes(routes!(secrets::rotate))
         .routes(routes!(messages::create))
+        .routes(routes!(messages::get))
+        .routes(routes!(messages::test))
+        .routes(routes!(portal::create))
         .routes(routes!(attempts::list))
         .routes(routes!(attempts::list_for_message))
         .routes(routes!(recovery::resend))

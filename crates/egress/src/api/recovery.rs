@@ -11,9 +11,10 @@ use super::AppState;
 use super::endpoints::load;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::input::parse;
+use crate::access::Scope;
 use crate::attempt_log::{self, Start};
 use crate::dispatch::Queue;
-use crate::engine::EventError;
+use crate::engine::{Engine, EventError};
 use crate::records::valid_id;
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -30,9 +31,19 @@ pub async fn resend(
     State(state): AppState,
     Path((id, event_id)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<Queued>)> {
-    let engine = &state.engine;
-    load(engine, &id).await?;
-    if !valid_id(&event_id) {
+    let queued = resend_in(&state.engine, &Scope::Operator, &id, &event_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(queued)))
+}
+
+/// Queues one event again for an endpoint that `scope` sees.
+pub async fn resend_in(
+    engine: &Engine,
+    scope: &Scope,
+    id: &str,
+    event_id: &str,
+) -> ApiResult<Queued> {
+    load(engine, scope, id).await?;
+    if !valid_id(event_id) {
         return Err(ApiError::not_found(format!(
             "no event {event_id} for endpoint {id}"
         )));
@@ -45,18 +56,18 @@ pub async fn resend(
     // Its latest attempt once it was tried. Before that, the dispatch marker of the event, if the
     // event is one this endpoint takes: never another tenant's event, nor one of a type it
     // does not subscribe to.
-    let (sequence, tried) = match engine.stores.attempts.status(&id, &event_id).await? {
+    let (sequence, tried) = match engine.stores.attempts.status(id, event_id).await? {
         Some(status) => (status.stream_sequence, true),
         None => (
             engine
                 .stores
-                .dispatched(&event_id)
+                .dispatched(event_id)
                 .await?
                 .ok_or_else(never)?,
             false,
         ),
     };
-    let event = match engine.event_at(sequence, &event_id).await {
+    let event = match engine.event_at(sequence, event_id).await {
         // Say nothing of an event this endpoint was never sent.
         Err(EventError::Gone(_)) if !tried => return Err(never()),
         event => event?,
@@ -65,13 +76,13 @@ pub async fn resend(
         live.subscription
             .matches(&event.r#type, &event.source, event.tenant.as_deref())
     };
-    if !tried && !engine.directory.get(&id).is_some_and(takes) {
+    if !tried && !engine.directory.get(id).is_some_and(takes) {
         return Err(never());
     }
     engine
-        .enqueue(&id, &event, sequence, Queue::Resend, &Default::default())
+        .enqueue(id, &event, sequence, Queue::Resend, &Default::default())
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(Queued { queued: 1 })))
+    Ok(Queued { queued: 1 })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -79,7 +90,7 @@ pub async fn resend(
 pub struct RecoverIn {
     /// RFC 3339: re-send what was queued since then and not delivered.
     #[schema(format = DateTime)]
-    since: String,
+    pub since: String,
 }
 
 /// Re-send to one endpoint everything since `since` that failed or was never attempted (not what
@@ -93,19 +104,30 @@ pub async fn recover(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Queued>)> {
-    let engine = &state.engine;
     let input: RecoverIn = parse(&body)?;
+    let queued = recover_in(&state.engine, &Scope::Operator, &id, input).await?;
+    Ok((StatusCode::ACCEPTED, Json(queued)))
+}
+
+/// Queues again what failed or was never attempted since `since` at an endpoint that `scope`
+/// sees.
+pub async fn recover_in(
+    engine: &Engine,
+    scope: &Scope,
+    id: &str,
+    input: RecoverIn,
+) -> ApiResult<Queued> {
     let from =
         time::OffsetDateTime::parse(&input.since, &time::format_description::well_known::Rfc3339)
             .map_err(|e| ApiError::invalid("since", format!("not an RFC 3339 time: {e}")))?;
     let since = from.unix_timestamp();
-    load(engine, &id).await?;
+    load(engine, scope, id).await?;
     // The attempts made since then, the latest of each event last: what failed since `since`,
     // read from there on, not the endpoint's whole history.
     let tried = engine
         .stores
         .attempts
-        .all(&attempt_log::of_endpoint(&id), Start::Time(from))
+        .all(&attempt_log::of_endpoint(id), Start::Time(from))
         .await?;
     let mut latest = std::collections::BTreeMap::new();
     for (_, record) in tried {
@@ -127,7 +149,7 @@ pub async fn recover(
         };
         engine
             .enqueue(
-                &id,
+                id,
                 &event,
                 last.stream_sequence,
                 Queue::Again,
@@ -136,5 +158,5 @@ pub async fn recover(
             .await?;
         queued += 1;
     }
-    Ok((StatusCode::ACCEPTED, Json(Queued { queued })))
+    Ok(Queued { queued })
 }

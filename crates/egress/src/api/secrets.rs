@@ -12,6 +12,7 @@ use super::AppState;
 use super::endpoints::{load, update_record};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::input::{parse, rfc3339};
+use crate::access::Scope;
 use crate::engine::{Engine, timestamp, unix_now};
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -36,9 +37,13 @@ pub struct PreviousSecret {
     params(("id" = String, Path)),
     responses((status = 200, body = SecretOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get(State(state): AppState, Path(id): Path<String>) -> ApiResult<Json<SecretOut>> {
-    let engine = &state.engine;
-    let (record, _) = load(engine, &id).await?;
-    secret_out(engine, &record).map(Json)
+    get_in(&state.engine, &Scope::Operator, &id).await.map(Json)
+}
+
+/// The signing secrets of an endpoint that `scope` sees.
+pub async fn get_in(engine: &Engine, scope: &Scope, id: &str) -> ApiResult<SecretOut> {
+    let (record, _) = load(engine, scope, id).await?;
+    secret_out(engine, &record)
 }
 
 fn secret_out(engine: &Engine, record: &Endpoint) -> ApiResult<SecretOut> {
@@ -71,7 +76,7 @@ fn secret_out(engine: &Engine, record: &Endpoint) -> ApiResult<SecretOut> {
 pub struct RotateIn {
     /// The new `whsec_` secret; generated when absent.
     #[schema(pattern = "^whsec_")]
-    key: Option<String>,
+    pub key: Option<String>,
 }
 
 /// Rotate the secret: the new one signs from now on, the old one alongside it until the overlap
@@ -85,16 +90,27 @@ pub async fn rotate(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<SecretOut>> {
-    let engine = &state.engine;
     let input: RotateIn = parse(&body)?;
+    rotate_in(&state.engine, &Scope::Operator, &id, input)
+        .await
+        .map(Json)
+}
+
+/// Rotates the secret of an endpoint that `scope` sees.
+pub async fn rotate_in(
+    engine: &Engine,
+    scope: &Scope,
+    id: &str,
+    input: RotateIn,
+) -> ApiResult<SecretOut> {
     let secret = match &input.key {
         Some(text) => SigningSecret::parse(text).map_err(|e| ApiError::invalid("key", e))?,
         None => SigningSecret::from_key(engine.secrets.random_key()),
     };
     let now = unix_now();
     let until = now + engine.settings.rotation_overlap.as_secs() as i64;
-    let sealed = bytes::Bytes::from(engine.secrets.seal(&id, secret.key()));
-    let record = update_record(engine, &id, |record| {
+    let sealed = bytes::Bytes::from(engine.secrets.seal(id, secret.key()));
+    let record = update_record(engine, scope, id, |record| {
         record
             .secrets
             .retain(|s| s.expires_at.as_ref().is_none_or(|t| t.seconds > now));
@@ -113,5 +129,5 @@ pub async fn rotate(
         true
     })
     .await?;
-    secret_out(engine, &record).map(Json)
+    secret_out(engine, &record)
 }

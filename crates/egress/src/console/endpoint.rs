@@ -1,0 +1,417 @@
+//! One endpoint's pages and actions: create and edit (a form whose refusals show next to their
+//! fields), its attempts, enable and disable, delete, its secret and rotation, a test message,
+//! resend and recover. Each action is the API operation of the same name, in the session's
+//! scope: a tenant's session that names another tenant's endpoint gets the API's 404.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::form::{self, FieldErrors, Form};
+use super::pages::{error_page, notice};
+use super::session::{Viewer, check_csrf};
+use super::{AppState, ConsoleState};
+use crate::api::{ApiError, AttemptQuery, EndpointOut, EndpointPatch, RecoverIn, RotateIn, ops};
+
+fn done(id: &str, code: &str) -> Response {
+    Redirect::to(&format!("/console/endpoints/{id}?notice={code}")).into_response()
+}
+
+/// The endpoint form, with what was typed and the messages next to its fields.
+fn form_page(
+    state: &ConsoleState,
+    viewer: &Viewer,
+    status: StatusCode,
+    endpoint: Option<&str>,
+    values: serde_json::Value,
+    errors: &FieldErrors,
+) -> Response {
+    state.views.render(
+        status,
+        "endpoint_form.html",
+        json!({
+            "layout": viewer.layout(state, "endpoints"),
+            "endpoint": endpoint,
+            "values": values,
+            "errors": errors,
+        }),
+    )
+}
+
+/// The form's fields of a stored endpoint.
+fn values_of(endpoint: &EndpointOut) -> serde_json::Value {
+    json!({
+        "url": endpoint.url,
+        "description": endpoint.description,
+        "event_types": endpoint.event_types.join("\n"),
+        "sources": endpoint.sources.join(", "),
+        "tenant": endpoint.tenant,
+        "rate_limit": if endpoint.rate_limit == 0 { String::new() } else { endpoint.rate_limit.to_string() },
+        "max_in_flight": endpoint.max_in_flight.to_string(),
+        "headers": endpoint.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join("\n"),
+    })
+}
+
+/// A refusal of the API: next to its field when it names one the form has, else on the page.
+fn refused(
+    state: &ConsoleState,
+    viewer: &Viewer,
+    endpoint: Option<&str>,
+    form: &Form,
+    error: ApiError,
+) -> Response {
+    const FIELDS: &[&str] = &[
+        "url",
+        "description",
+        "event_types",
+        "sources",
+        "tenant",
+        "rate_limit",
+        "max_in_flight",
+        "headers",
+    ];
+    match form::field_error(&error) {
+        Some((field, message)) if FIELDS.contains(&field.as_str()) => {
+            let errors = FieldErrors::from([(field, message)]);
+            form_page(
+                state,
+                viewer,
+                error.status(),
+                endpoint,
+                json!(form.values()),
+                &errors,
+            )
+        }
+        _ => error_page(state, viewer, error),
+    }
+}
+
+/// `GET /console/endpoints/new`.
+pub async fn new_page(State(state): AppState, viewer: Viewer) -> Response {
+    form_page(
+        &state,
+        &viewer,
+        StatusCode::OK,
+        None,
+        json!({}),
+        &FieldErrors::new(),
+    )
+}
+
+/// `POST /console/endpoints/new`.
+pub async fn create(State(state): AppState, viewer: Viewer, form: Form) -> Response {
+    if let Some(refused) = check_csrf(&state, &viewer, &form) {
+        return refused;
+    }
+    let operator = viewer.scope().is_operator();
+    let input = match form::endpoint_in(&form, operator) {
+        Ok(input) => input,
+        Err(errors) => {
+            return form_page(
+                &state,
+                &viewer,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                None,
+                json!(form.values()),
+                &errors,
+            );
+        }
+    };
+    match ops::create_endpoint(&state.engine, viewer.scope(), input).await {
+        Ok(created) => done(&created.id, "created"),
+        Err(e) => refused(&state, &viewer, None, &form, e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DetailQuery {
+    iterator: Option<String>,
+    notice: Option<String>,
+}
+
+/// `GET /console/endpoints/{id}`: the endpoint, its actions and its attempts, newest first.
+pub async fn detail(
+    State(state): AppState,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Query(query): Query<DetailQuery>,
+) -> Response {
+    let engine = &state.engine;
+    let (record, _) = match ops::endpoint(engine, viewer.scope(), &id).await {
+        Ok(found) => found,
+        Err(e) => return error_page(&state, &viewer, e),
+    };
+    let attempts = AttemptQuery {
+        event_id: None,
+        limit: Some(50),
+        iterator: query.iterator,
+    };
+    let attempts = match ops::attempts(engine, viewer.scope(), &id, attempts).await {
+        Ok(page) => page,
+        Err(e) => return error_page(&state, &viewer, e),
+    };
+    let endpoint = ops::endpoint_out(&record, engine.settings.default_max_in_flight);
+    let an_hour_ago = crate::api::rfc3339(crate::engine::unix_now() - 3600);
+    state.views.render(
+        StatusCode::OK,
+        "endpoint.html",
+        json!({
+            "layout": viewer.layout(&state, "endpoints"),
+            "endpoint": endpoint,
+            "attempts": attempts.items,
+            "next": attempts.iterator.map(|i| format!("/console/endpoints/{id}?iterator={i}")),
+            "notice": notice(query.notice.as_deref()),
+            "recover_since": an_hour_ago,
+        }),
+    )
+}
+
+/// `GET /console/endpoints/{id}/edit`.
+pub async fn edit_page(State(state): AppState, viewer: Viewer, Path(id): Path<String>) -> Response {
+    let engine = &state.engine;
+    match ops::endpoint(engine, viewer.scope(), &id).await {
+        Ok((record, _)) => {
+            let endpoint = ops::endpoint_out(&record, engine.settings.default_max_in_flight);
+            form_page(
+                &state,
+                &viewer,
+                StatusCode::OK,
+                Some(&id),
+                values_of(&endpoint),
+                &FieldErrors::new(),
+            )
+        }
+        Err(e) => error_page(&state, &viewer, e),
+    }
+}
+
+/// `POST /console/endpoints/{id}/edit`.
+pub async fn edit(
+    State(state): AppState,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    form: Form,
+) -> Response {
+    if let Some(refused) = check_csrf(&state, &viewer, &form) {
+        return refused;
+    }
+    let patch = match form::endpoint_patch(&form, viewer.scope().is_operator()) {
+        Ok(patch) => patch,
+        Err(errors) => {
+            return form_page(
+                &state,
+                &viewer,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(&id),
+                json!(form.values()),
+                &errors,
+            );
+        }
+    };
+    match ops::update_endpoint(&state.engine, viewer.scope(), &id, patch).await {
+        Ok(_) => done(&id, "saved"),
+        Err(e) => refused(&state, &viewer, Some(&id), &form, e),
+    }
+}
+
+async fn set_disabled(
+    state: &ConsoleState,
+    viewer: &Viewer,
+    id: &str,
+    form: &Form,
+    disabled: bool,
+) -> Response {
+    if let Some(refused) = check_csrf(state, viewer, form) {
+        return refused;
+    }
+    let patch = EndpointPatch {
+        disabled: Some(disabled),
+        ..Default::default()
+    };
+    match ops::update_endpoint(&state.engine, viewer.scope(), id, patch).await {
+        Ok(_) => done(id, if disabled { "disabled" } else { "enabled" }),
+        Err(e) => error_page(state, viewer, e),
+    }
+}
+
+/// `POST /console/endpoints/{id}/enable`.
+pub async fn enable(
+    State(state): AppState,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    form: Form,
+) -> Response {
+    set_disabled(&state, &viewer, &id, &form, false).await
+}
+
+/// `POST /console/endpoints/{id}/disable`.
+pub async fn disable(
+    State(state): AppState,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    form: Form,
+) -> Response {
+    set_disabled(&state, &viewer, &id, &form, true).await
+}
+
+/// `GET /console/endpoints/{id}/delete`: asks first.
+pub async fn delete_page(
+    State(state): AppState,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Response {
+    let engine = &state.engine;
+    match ops::endpoint(engine, viewer.scope(), &id).await {
+        Ok((record, _)) => state.views.render(
+            StatusCode::OK,
+            "confirm_delete.html",
+            json!({
+                "layout": viewer.layout(&state, "endpoints"),
+                "endpoint": ops::endpoint_out(&record, engine.settings.default_max_in_flight),
+            }),
+        ),
+        Err(e) => error_page(&state, &viewer, e),
+    }
+}
+
+/// `POST /console/endpoints/{id}/delete`.
+pub async fn delete(
+    State(state): AppState,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    form: Form,
+) -> Response {
+    if let Some(refused) = check_csrf(&state, &viewer, &form) {
+        return refused;
+    }
+    match ops::delete_endpoint(&state.engine, viewer.scope(), &id).await {
+        Ok(()) => Redirect::to("/console/endpoints?notice=deleted").into_response(),
+        Err(e) => error_page(&state, &viewer, e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SecretQuery {
+    notice: Option<String>,
+}
+
+/// `GET /console/endpoints/{id}/secret`: the secret, revealed on its own page.
+pub async fn secret(
+    State(state): AppState,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Query(query): Query<SecretQuery>,
+) -> Response {
+    match ops::secret(&state.engine, viewer.scope(), &id).await {
+        Ok(secret) => state.views.render(
+            StatusCode::OK,
+            "secret.html",
+            json!({
+                "layout": viewer.layout(&state, "endpoints"),
+                "id": id,
+                "secret": secret,
+                "notice": notice(query.notice.as_deref()),
+            }),
+        ),
+        Err(e) => error_page(&state, &viewer, e),
+    }
+}
+
+/// `POST /console/endpoints/{id}/secret/rotate`: a new generated secret.
+pub async fn rotate(
+    State(state): AppState,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    form: Form,
+) -> Response {
+    if let Some(refused) = check_csrf(&state, &viewer, &form) {
+        return refused;
+    }
+    match ops::rotate_secret(&state.engine, viewer.scope(), &id, RotateIn { key: None }).await {
+        Ok(_) => {
+            Redirect::to(&format!("/console/endpoints/{id}/secret?notice=rotated")).into_response()
+        }
+        Err(e) => error_page(&state, &viewer, e),
+    }
+}
+
+/// `POST /console/endpoints/{id}/test`.
+pub async fn test(
+    State(state): AppState,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    form: Form,
+) -> Response {
+    if let Some(refused) = check_csrf(&state, &viewer, &form) {
+        return refused;
+    }
+    match ops::send_test(&state.engine, viewer.scope(), &id).await {
+        Ok(_) => done(&id, "test"),
+        Err(e) => error_page(&state, &viewer, e),
+    }
+}
+
+/// `POST /console/endpoints/{id}/recover`: `since`, RFC 3339; a bad time is shown next to the
+/// field.
+pub async fn recover(
+    State(state): AppState,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    form: Form,
+) -> Response {
+    if let Some(refused) = check_csrf(&state, &viewer, &form) {
+        return refused;
+    }
+    let input = RecoverIn {
+        since: form.one("since").trim().to_owned(),
+    };
+    match ops::recover(&state.engine, viewer.scope(), &id, input).await {
+        Ok(_) => done(&id, "recovered"),
+        Err(e) if e.field() == Some("since") => {
+            let engine = &state.engine;
+            let (record, _) = match ops::endpoint(engine, viewer.scope(), &id).await {
+                Ok(found) => found,
+                Err(e) => return error_page(&state, &viewer, e),
+            };
+            let attempts = AttemptQuery {
+                event_id: None,
+                limit: Some(50),
+                iterator: None,
+            };
+            let attempts = ops::attempts(engine, viewer.scope(), &id, attempts)
+                .await
+                .map(|page| page.items)
+                .unwrap_or_default();
+            state.views.render(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "endpoint.html",
+                json!({
+                    "layout": viewer.layout(&state, "endpoints"),
+                    "endpoint": ops::endpoint_out(&record, engine.settings.default_max_in_flight),
+                    "attempts": attempts,
+                    "recover_since": form.one("since"),
+                    "recover_error": e.message(),
+                }),
+            )
+        }
+        Err(e) => error_page(&state, &viewer, e),
+    }
+}
+
+/// `POST /console/endpoints/{id}/resend/{event_id}`.
+pub async fn resend(
+    State(state): AppState,
+    viewer: Viewer,
+    Path((id, event_id)): Path<(String, String)>,
+    form: Form,
+) -> Response {
+    if let Some(refused) = check_csrf(&state, &viewer, &form) {
+        return refused;
+    }
+    match ops::resend(&state.engine, viewer.scope(), &id, &event_id).await {
+        Ok(_) => done(&id, "resent"),
+        Err(e) => error_page(&state, &viewer, e),
+    }
+}
