@@ -1,5 +1,6 @@
 //! `[egress]`, with `[nats]` and `[telemetry]`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,6 +19,19 @@ pub struct Config {
     pub nats: NatsConfig,
     pub telemetry: TelemetryConfig,
     pub egress: EgressConfig,
+    /// The ingress's sources, when the egress reads the same file: each one's settings but its
+    /// secrets, for the console's sources page.
+    pub sources: BTreeMap<String, SourceView>,
+}
+
+/// A source of the ingress as the console shows it: every setting whose name does not mention a
+/// secret (`secrets`, `secrets_file` are left out when it is read).
+pub type SourceView = BTreeMap<String, serde_json::Value>;
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct IngressView {
+    sources: BTreeMap<String, SourceView>,
 }
 
 impl Config {
@@ -26,7 +40,14 @@ impl Config {
             nats: loader.section("nats")?,
             telemetry: loader.section("telemetry")?,
             egress: loader.section("egress")?,
+            sources: loader
+                .section::<IngressView>("ingress")
+                .map(|ingress| ingress.sources)
+                .unwrap_or_default(),
         };
+        for source in config.sources.values_mut() {
+            source.retain(|key, _| !key.contains("secret"));
+        }
         config.egress.read_secret_files()?;
         config.egress.validate()?;
         Ok(config)

@@ -101,6 +101,8 @@ pub struct Engine {
     pub(crate) events: crate::cache::EventCache,
     /// Every delivery, park and hold this replica has started; shutdown waits for them.
     pub(crate) tracker: TaskTracker,
+    /// What has been seen on `EVENTS` (the event-type catalogue, the sources).
+    pub catalogue: crate::catalogue::Catalogue,
 }
 
 /// Deliveries of an event to the dispatcher before it is dead-lettered: with the back-off of
@@ -142,6 +144,7 @@ impl Engine {
             // 64 MiB of payloads, 10,000 events: a few seconds of deliveries at full rate.
             events: crate::cache::EventCache::new(10_000, 64 << 20),
             tracker: TaskTracker::new(),
+            catalogue: Default::default(),
             metrics: Metrics {
                 disabled: directory.disabled.clone(),
                 ..Metrics::default()

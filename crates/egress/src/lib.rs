@@ -19,6 +19,7 @@ pub mod access;
 pub mod api;
 pub mod attempt_log;
 mod cache;
+pub mod catalogue;
 pub mod config;
 pub mod console;
 pub mod crypto;
@@ -221,7 +222,8 @@ pub async fn run_with_lookup(
         )
         .route("/readyz", get(readyz).with_state(client.clone()));
     if settings.console.enabled {
-        let console = console::ConsoleState::new(engine.clone(), access, token)?;
+        let console =
+            console::ConsoleState::new(engine.clone(), access, token, config.sources.clone())?;
         app = app.nest("/console", console::router(Arc::new(console)));
     }
     hookbus_telemetry::serve(

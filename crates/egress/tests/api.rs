@@ -19,6 +19,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/messages/{id}"),
     ("post", "/v1/endpoints/{id}/test"),
     ("post", "/v1/tenants/{tenant}/portal"),
+    ("get", "/v1/event-types"),
     ("get", "/v1/endpoints/{id}/attempts"),
     ("get", "/v1/messages/{id}/attempts"),
     ("post", "/v1/endpoints/{id}/messages/{event_id}/resend"),

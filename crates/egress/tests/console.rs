@@ -333,3 +333,166 @@ async fn a_portal_link_opens_only_its_tenants_endpoints_and_only_once() {
     other.stop().await;
     egress.stop().await;
 }
+
+/// One file for the ingress and the egress, as `hookbus dev` and a deployment share one.
+fn shared_config(nats_url: &str) -> (hookbus_ingress::Config, hookbus_egress::Config) {
+    let toml = format!(
+        r#"
+[ingress]
+listen = "127.0.0.1:0"
+
+[ingress.sources.shop]
+verifier = "none"
+type_pointer = "/type"
+
+[ingress.sources.gh]
+verifier = "github"
+secrets = ["shh-github-secret-do-not-show"]
+
+[egress]
+listen = "127.0.0.1:0"
+api_token = "{TOKEN}"
+encryption_key = "{KEY}"
+allow_private_networks = true
+"#
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), toml).unwrap();
+    let loader = hookbus_config::Loader::with_env(
+        Some(file.path()),
+        vec![("NATS_URL".to_owned(), nats_url.to_owned())],
+    )
+    .unwrap();
+    (
+        hookbus_ingress::Config::load(&loader).unwrap(),
+        hookbus_egress::Config::load(&loader).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn the_live_tail_shows_an_event_sent_through_the_ingress_and_sources_show_verifiers() {
+    let nats = hookbus_testkit::NatsServer::start();
+    let (ingress_config, egress_config) = shared_config(&nats.url());
+    let egress = Egress::start_config(
+        egress_config,
+        std::sync::Arc::new(hookbus_egress::SystemLookup),
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ingress = format!("http://{}", listener.local_addr().unwrap());
+    let stop_ingress = tokio_util::sync::CancellationToken::new();
+    let ingress_task = tokio::spawn(hookbus_ingress::run(
+        ingress_config,
+        listener,
+        stop_ingress.clone(),
+    ));
+    let post = |body: serde_json::Value| {
+        let client = egress.client.clone();
+        let url = format!("{ingress}/webhooks/shop");
+        async move {
+            until(
+                Duration::from_secs(15),
+                "the ingress stores the event",
+                || {
+                    let (client, url, body) = (client.clone(), url.clone(), body.clone());
+                    async move {
+                        let response = client.post(url).json(&body).send().await.ok()?;
+                        (response.status() == 200).then_some(()).map(|_| response)
+                    }
+                },
+            )
+            .await
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+        }
+    };
+    post(json!({"type": "order.created", "order": "first"})).await;
+
+    let browser = Browser::start(1280).await;
+    sign_in(&browser, &egress).await;
+    browser
+        .goto(&format!(
+            "{}/console/tail?subject=events.shop.>",
+            egress.base
+        ))
+        .await;
+    browser
+        .wait_text(
+            "#tail-status",
+            "Watching events.shop.>",
+            Duration::from_secs(15),
+        )
+        .await;
+    let stored = post(json!({"type": "order.created", "order": "tailed-1001"})).await;
+    let id = stored["id"].as_str().unwrap().to_owned();
+    browser
+        .wait_text("#tail", &id, Duration::from_secs(15))
+        .await;
+    let shown = browser.text("#tail").await;
+    assert!(
+        shown.contains("events.shop.order.created") && shown.contains("tailed-1001"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("\"first\""),
+        "only events from now on: {shown}"
+    );
+    browser.screenshot("live-tail").await;
+
+    // The tail's consumer is ordered and goes when the page does.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let events = js.get_stream("EVENTS").await.unwrap();
+    let tails = || {
+        let events = events.clone();
+        async move {
+            use futures_util::StreamExt;
+            let names: Vec<String> = events
+                .consumer_names()
+                .filter_map(|n| async move { n.ok() })
+                .collect()
+                .await;
+            names
+                .into_iter()
+                .filter(|n| n.starts_with(hookbus_egress::console::live::TAIL_CONSUMER_PREFIX))
+                .count()
+        }
+    };
+    assert_eq!(tails().await, 1);
+    // A bad filter is refused next to its field, and opens no consumer.
+    browser
+        .goto(&format!("{}/console/tail?subject=orders.>", egress.base))
+        .await;
+    assert!(browser.text("#subject-error").await.contains("events."));
+    until(
+        Duration::from_secs(15),
+        "the tail's consumer deleted",
+        || async { (tails().await == 0).then_some(()) },
+    )
+    .await;
+
+    // The sources: what arrived, and what the configuration says, never its secrets.
+    browser.click("a[href='/console/sources']").await;
+    let shop = browser.text("#source-shop").await;
+    assert!(
+        shop.contains("none") && shop.contains("order.created"),
+        "{shop}"
+    );
+    assert!(shop.contains("type_pointer"), "{shop}");
+    let gh = browser.text("#source-gh").await;
+    assert!(gh.contains("github"), "{gh}");
+    assert!(
+        !browser
+            .client
+            .source()
+            .await
+            .unwrap()
+            .contains("shh-github-secret")
+    );
+    browser.screenshot("sources").await;
+
+    browser.stop().await;
+    stop_ingress.cancel();
+    ingress_task.await.unwrap().unwrap();
+    egress.stop().await;
+}

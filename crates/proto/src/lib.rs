@@ -4,8 +4,10 @@
 #![forbid(unsafe_code)]
 
 mod registry;
+mod schema;
 
 pub use registry::{Named, Registry, RegistryError, content_type_for, proto_name_of};
+pub use schema::json_schema;
 
 /// The encoded `FileDescriptorSet` of every hookbus message.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -192,6 +192,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
             ..NatsConfig::default()
         },
         telemetry: Default::default(),
+        sources: Default::default(),
         egress: settings,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

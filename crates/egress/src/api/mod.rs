@@ -23,6 +23,7 @@ mod attempts;
 mod dead_letters;
 mod endpoints;
 mod error;
+mod event_types;
 mod input;
 mod messages;
 mod page;
@@ -34,6 +35,7 @@ pub use attempts::{AttemptList, AttemptOut, AttemptQuery, MessageAttemptQuery};
 pub use dead_letters::{DeadLetterList, DeadLetterOut, DeadLetterQuery};
 pub use endpoints::{EndpointIn, EndpointList, EndpointOut, EndpointPatch, ListQuery};
 pub use error::{ApiError, ApiResult, ErrorBody};
+pub use event_types::{EventTypeList, EventTypeOut, EventTypeQuery};
 pub use input::rfc3339;
 pub use messages::{MessageDetail, MessageIn, TestOut};
 pub use recovery::{Queued, RecoverIn};
@@ -47,6 +49,7 @@ pub mod ops {
         create_in as create_endpoint, delete_in as delete_endpoint, list_in as endpoints,
         load as endpoint, out as endpoint_out, update_in as update_endpoint,
     };
+    pub use super::event_types::list_in as event_types;
     pub use super::messages::{get_in as message, test_in as send_test};
     pub use super::recovery::{recover_in as recover, resend_in as resend};
     pub use super::secrets::{get_in as secret, rotate_in as rotate_secret};
@@ -114,6 +117,7 @@ pub fn router(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .routes(routes!(messages::get))
         .routes(routes!(messages::test))
         .routes(routes!(portal::create))
+        .routes(routes!(event_types::list))
         .routes(routes!(attempts::list))
         .routes(routes!(attempts::list_for_message))
         .routes(routes!(recovery::resend))

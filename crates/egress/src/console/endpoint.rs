@@ -14,13 +14,33 @@ use super::pages::{error_page, notice};
 use super::session::{Viewer, check_csrf};
 use super::{AppState, ConsoleState};
 use crate::api::{ApiError, AttemptQuery, EndpointOut, EndpointPatch, RecoverIn, RotateIn, ops};
+use crate::dispatch::TEST_EVENT_TYPE;
 
 fn done(id: &str, code: &str) -> Response {
     Redirect::to(&format!("/console/endpoints/{id}?notice={code}")).into_response()
 }
 
+/// The event types the form offers: those seen on `EVENTS` (a tenant is not offered the
+/// egress's own `hookbus.*`), never the test messages'.
+async fn known_types(state: &ConsoleState, viewer: &Viewer) -> Vec<String> {
+    let engine = &state.engine;
+    match engine.catalogue.seen(&engine.stores.events).await {
+        Ok(seen) => seen
+            .types
+            .keys()
+            .filter(|t| t.as_str() != TEST_EVENT_TYPE)
+            .filter(|t| viewer.scope().is_operator() || !t.starts_with("hookbus."))
+            .cloned()
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "event types not offered");
+            Vec::new()
+        }
+    }
+}
+
 /// The endpoint form, with what was typed and the messages next to its fields.
-fn form_page(
+async fn form_page(
     state: &ConsoleState,
     viewer: &Viewer,
     status: StatusCode,
@@ -28,6 +48,12 @@ fn form_page(
     values: serde_json::Value,
     errors: &FieldErrors,
 ) -> Response {
+    let chosen = form::list(values["event_types"].as_str().unwrap_or_default());
+    let known: Vec<_> = known_types(state, viewer)
+        .await
+        .into_iter()
+        .map(|t| json!({ "name": t, "chosen": chosen.contains(&t) }))
+        .collect();
     state.views.render(
         status,
         "endpoint_form.html",
@@ -36,6 +62,7 @@ fn form_page(
             "endpoint": endpoint,
             "values": values,
             "errors": errors,
+            "known_types": known,
         }),
     )
 }
@@ -55,7 +82,7 @@ fn values_of(endpoint: &EndpointOut) -> serde_json::Value {
 }
 
 /// A refusal of the API: next to its field when it names one the form has, else on the page.
-fn refused(
+async fn refused(
     state: &ConsoleState,
     viewer: &Viewer,
     endpoint: Option<&str>,
@@ -83,6 +110,7 @@ fn refused(
                 json!(form.values()),
                 &errors,
             )
+            .await
         }
         _ => error_page(state, viewer, error),
     }
@@ -98,6 +126,7 @@ pub async fn new_page(State(state): AppState, viewer: Viewer) -> Response {
         json!({}),
         &FieldErrors::new(),
     )
+    .await
 }
 
 /// `POST /console/endpoints/new`.
@@ -116,12 +145,13 @@ pub async fn create(State(state): AppState, viewer: Viewer, form: Form) -> Respo
                 None,
                 json!(form.values()),
                 &errors,
-            );
+            )
+            .await;
         }
     };
     match ops::create_endpoint(&state.engine, viewer.scope(), input).await {
         Ok(created) => done(&created.id, "created"),
-        Err(e) => refused(&state, &viewer, None, &form, e),
+        Err(e) => refused(&state, &viewer, None, &form, e).await,
     }
 }
 
@@ -182,6 +212,7 @@ pub async fn edit_page(State(state): AppState, viewer: Viewer, Path(id): Path<St
                 values_of(&endpoint),
                 &FieldErrors::new(),
             )
+            .await
         }
         Err(e) => error_page(&state, &viewer, e),
     }
@@ -207,12 +238,13 @@ pub async fn edit(
                 Some(&id),
                 json!(form.values()),
                 &errors,
-            );
+            )
+            .await;
         }
     };
     match ops::update_endpoint(&state.engine, viewer.scope(), &id, patch).await {
         Ok(_) => done(&id, "saved"),
-        Err(e) => refused(&state, &viewer, Some(&id), &form, e),
+        Err(e) => refused(&state, &viewer, Some(&id), &form, e).await,
     }
 }
 

@@ -37,15 +37,36 @@ impl Form {
             .map_or("", |(_, v)| v.as_str())
     }
 
-    /// The fields as they were typed, to show the form again.
+    /// Every value of `name`, in order.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The fields as they were typed, to show the form again: the event types ticked in the
+    /// catalogue join those typed.
     pub fn values(&self) -> BTreeMap<String, String> {
         let mut values = BTreeMap::new();
         for (k, v) in &self.0 {
-            if k != "csrf" {
+            if k != "csrf" && k != "known_type" {
                 values.insert(k.clone(), v.clone());
             }
         }
+        values.insert("event_types".into(), self.event_types().join("\n"));
         values
+    }
+
+    /// The event types typed and those ticked, each once.
+    fn event_types(&self) -> Vec<String> {
+        let mut types = list(self.one("event_types"));
+        for ticked in self.all("known_type") {
+            if !types.iter().any(|t| t == ticked) {
+                types.push(ticked.to_owned());
+            }
+        }
+        types
     }
 }
 
@@ -61,7 +82,7 @@ pub fn field_error(error: &ApiError) -> Option<(String, String)> {
 }
 
 /// A list typed one per line or separated by commas.
-fn list(text: &str) -> Vec<String> {
+pub fn list(text: &str) -> Vec<String> {
     text.split([',', '\n'])
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -108,7 +129,7 @@ pub fn endpoint_in(form: &Form, with_tenant: bool) -> Result<EndpointIn, FieldEr
     let input = EndpointIn {
         url: form.one("url").trim().to_owned(),
         description: form.one("description").trim().to_owned(),
-        event_types: list(form.one("event_types")),
+        event_types: form.event_types(),
         sources: list(form.one("sources")),
         tenant: Some(form.one("tenant").trim().to_owned()).filter(|t| with_tenant && !t.is_empty()),
         secret: None,

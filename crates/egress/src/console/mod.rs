@@ -6,7 +6,7 @@
 //! - [`session`]: sign-in, sign-out, portal links, and the session every page reads;
 //! - [`view`]: the templates and assets, embedded in the binary, and the security headers;
 //! - [`form`]: reading a posted form into an API input, and its errors back to the fields;
-//! - [`pages`], [`endpoint`], [`overview`]: the pages.
+//! - [`pages`], [`endpoint`], [`overview`], [`live`]: the pages.
 
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use crate::engine::Engine;
 
 mod endpoint;
 mod form;
+pub mod live;
 mod overview;
 mod pages;
 mod session;
@@ -30,6 +31,8 @@ pub struct ConsoleState {
     pub engine: Arc<Engine>,
     pub access: Arc<Access>,
     pub token: secrecy::SecretString,
+    /// The ingress's sources, when the egress reads its configuration (secrets left out).
+    pub sources: std::collections::BTreeMap<String, crate::config::SourceView>,
     views: view::Views,
 }
 
@@ -39,12 +42,14 @@ impl ConsoleState {
         engine: Arc<Engine>,
         access: Arc<Access>,
         token: secrecy::SecretString,
+        sources: std::collections::BTreeMap<String, crate::config::SourceView>,
     ) -> std::io::Result<Self> {
         let views = view::Views::new(&engine.settings.console)?;
         Ok(Self {
             engine,
             access,
             token,
+            sources,
             views,
         })
     }
@@ -85,6 +90,9 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/endpoints/{id}/recover", post(endpoint::recover))
         .route("/endpoints/{id}/resend/{event_id}", post(endpoint::resend))
         .route("/messages/{id}", get(pages::message))
+        .route("/sources", get(live::sources))
+        .route("/tail", get(live::tail))
+        .route("/tail/stream", get(live::tail_stream))
         .route("/dead-letters", get(pages::dead_letters))
         .route("/dead-letters/{id}/retry", post(pages::retry_dead_letter))
         .route("/assets/{name}", get(view::asset))

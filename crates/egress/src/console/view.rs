@@ -39,9 +39,12 @@ const TEMPLATES: &[(&str, &str)] = &[
         "dead_letters.html",
         include_str!("templates/dead_letters.html"),
     ),
+    ("sources.html", include_str!("templates/sources.html")),
+    ("tail.html", include_str!("templates/tail.html")),
 ];
 
 const STYLESHEET: &str = include_str!("assets/console.css");
+const TAIL_SCRIPT: &str = include_str!("assets/tail.js");
 
 pub struct Views {
     env: Environment<'static>,
@@ -125,6 +128,10 @@ pub async fn asset(State(state): State<Arc<ConsoleState>>, Path(name): Path<Stri
             views.brand_css.as_bytes().to_vec(),
             "text/css; charset=utf-8",
         ),
+        "tail.js" => (
+            TAIL_SCRIPT.as_bytes().to_vec(),
+            "text/javascript; charset=utf-8",
+        ),
         "logo" => match &views.logo {
             Some((bytes, kind)) => (bytes.clone(), kind),
             None => return StatusCode::NOT_FOUND.into_response(),
@@ -183,4 +190,35 @@ pub async fn security_headers(
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_renders_with_a_bare_context() {
+        let views = Views::new(&ConsoleConfig::default()).unwrap();
+        let layout = serde_json::json!({"brand": "hookbus", "csrf": "t", "operator": true});
+        for (name, _) in TEMPLATES {
+            let rendered = views.env.get_template(name).and_then(|t| {
+                t.render(minijinja::value::Serde(&serde_json::json!({
+                    "layout": layout,
+                    "subject": "events.>",
+                    "figures": {},
+                    "endpoint": {"id": "ep_1"},
+                    "secret": {"key": "whsec_x"},
+                    "message": {"id": "m"},
+                    "values": {},
+                    "errors": {},
+                    "filter": {},
+                })))
+            });
+            assert!(rendered.is_ok(), "{name}: {rendered:?}");
+        }
+        // Every template the pages name is here.
+        for name in ["sources.html", "tail.html", "message_page.html"] {
+            assert!(TEMPLATES.iter().any(|(n, _)| *n == name), "{name}");
+        }
+    }
 }

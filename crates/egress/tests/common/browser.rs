@@ -164,6 +164,24 @@ impl Browser {
         }
     }
 
+    /// Waits until `css` holds `text` (the page changes by itself: a script).
+    pub async fn wait_text(&self, css: &str, text: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(element) = self.client.find(Locator::Css(css)).await
+                && element.text().await.unwrap_or_default().contains(text)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} did not show {text:?} within {within:?}; the page: {}",
+                self.page_text().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Saves what the browser shows to `target/console-screenshots/<name>.png`.
     pub async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();

@@ -38,6 +38,7 @@ pub fn config(nats_url: &str, egress: EgressConfig) -> Config {
             ..Default::default()
         },
         telemetry: Default::default(),
+        sources: Default::default(),
         egress,
     }
 }
@@ -68,11 +69,16 @@ impl Egress {
         settings: EgressConfig,
         lookup: Arc<dyn Lookup>,
     ) -> Self {
+        Self::start_config(config(nats_url, settings), lookup).await
+    }
+
+    /// An egress with a whole configuration (as `Config::load` reads it).
+    pub async fn start_config(config: Config, lookup: Arc<dyn Lookup>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(hookbus_egress::run_with_lookup(
-            config(nats_url, settings),
+            config,
             listener,
             lookup,
             shutdown.clone(),
