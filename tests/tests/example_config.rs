@@ -131,6 +131,16 @@ fn the_example_names_every_key() {
         "endpoint_buffer",
         "partition_max_ack_pending",
         "replica_timeout",
+        // egress.console
+        "enabled",
+        "public_url",
+        "session_ttl",
+        "portal_link_ttl",
+        "portal_session_ttl",
+        "frame_ancestors",
+        "brand_name",
+        "accent_color",
+        "logo_file",
     ];
     let words: std::collections::HashSet<&str> = text
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

@@ -425,6 +425,7 @@ fn print_banner(nats_url: &str, addrs: &Addrs, demo: &Demo<'_>, embedded: bool) 
          \n  demo source   {DEMO_SOURCE} (verifier github), secret: {}\
          \n  demo endpoint {} → http://{sink}/ (logs each delivery; GET it for the latest)\
          \n  egress token  {}  (Authorization: Bearer …)\
+         \n  console       http://{egress}/console/sign-in  (sign in with the egress token)\
          \n\nSend a signed test webhook (a second send is answered \"duplicate\": true):\n\
          \ncurl -sS -X POST http://{host}/webhooks/{DEMO_SOURCE}{header_args} \\\n  -H 'content-type: application/json' \\\n  --data-raw '{body}'\n\
          \nThe egress delivers it, signed, to the demo endpoint: curl -sS http://{sink}/\n\

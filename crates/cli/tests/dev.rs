@@ -83,6 +83,23 @@ fn dev_prints_a_working_curl_and_stops_cleanly_on_sigint() {
         TcpStream::connect(("127.0.0.1", nats_port)).is_ok(),
         "dev started a nats-server"
     );
+    // The banner names the console's sign-in page, which answers there.
+    let log = dev.log();
+    let console = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("console"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no console link in the banner: {log}"))
+        .to_owned();
+    assert!(console.ends_with("/console/sign-in"), "{console}");
+    let page = Command::new("curl")
+        .args(["-sS", &console])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&page.stdout).contains("API token"),
+        "{console} did not answer the sign-in page"
+    );
 
     let run = |curl: &str| {
         let out = Command::new("bash").arg("-c").arg(curl).output().unwrap();

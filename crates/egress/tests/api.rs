@@ -381,3 +381,194 @@ async fn literal_private_addresses_and_localhost_are_refused_at_creation() {
     assert_eq!(status, 201);
     egress.stop().await;
 }
+
+#[tokio::test]
+async fn the_event_type_catalogue_lists_what_was_seen_with_examples_and_schemas() {
+    use hookbus_proto::commerce::v1::{LineItem, Money, OrderCreated};
+    use prost::Message;
+
+    let nats = hookbus_testkit::NatsServer::start();
+    let egress = Egress::start(&nats.url(), settings()).await;
+    egress
+        .message("invoice.paid", json!({"invoice": "in_1"}), None)
+        .await;
+    egress
+        .message("invoice.paid", json!({"invoice": "in_2"}), Some("acme"))
+        .await;
+    // A typed event, as the services publish them.
+    let order = OrderCreated {
+        order_id: "1001".into(),
+        line_items: vec![LineItem {
+            sku: "SKU-1".into(),
+            quantity: 2,
+            unit_price: Some(Money {
+                currency: "EUR".into(),
+                amount_minor: 1250,
+            }),
+        }],
+        ..Default::default()
+    };
+    let event = hookbus_proto::v1::Event {
+        id: "typed-1".into(),
+        source: "shop".into(),
+        r#type: "order.created".into(),
+        provider: "shopify".into(),
+        content_type: hookbus_proto::content_type_for::<OrderCreated>(),
+        payload: order.encode_to_vec().into(),
+        ..Default::default()
+    };
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    hookbus_bus::Publisher::new(client, 8)
+        .publish_event(
+            "events.shop.order.created".into(),
+            &event,
+            "typed-1",
+            tokio::time::Instant::now() + std::time::Duration::from_secs(5),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+
+    let pages = egress.pages("/v1/event-types?limit=1").await;
+    let types: Vec<_> = pages.iter().flatten().collect();
+    assert_eq!(pages.len(), 2, "one type a page: {pages:?}");
+    let names: Vec<_> = types
+        .iter()
+        .map(|t| t["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["invoice.paid", "order.created"]);
+
+    let invoice = types[0];
+    assert_eq!(invoice["sources"], json!(["api"]));
+    assert_eq!(invoice["count"], 2);
+    assert_eq!(invoice["example"], json!({"invoice": "in_2"}), "the latest");
+    assert!(invoice["schema"].is_null());
+
+    let typed = types[1];
+    assert_eq!(typed["content_type"], "application/json");
+    assert_eq!(typed["example"]["orderId"], "1001");
+    let schema = &typed["schema"];
+    assert_eq!(schema["title"], "hookbus.commerce.v1.OrderCreated");
+    let properties = &schema["$defs"]["hookbus.commerce.v1.OrderCreated"]["properties"];
+    assert_eq!(properties["orderId"]["type"], "string");
+    assert_eq!(properties["lineItems"]["type"], "array");
+    egress.stop().await;
+}
+
+#[tokio::test]
+async fn a_service_consumers_dead_letters_are_listed_and_retried_through_the_api() {
+    use prost::Message;
+
+    let nats = hookbus_testkit::NatsServer::start();
+    let egress = Egress::start(&nats.url(), settings()).await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let event = hookbus_proto::v1::Event {
+        id: "ev-poison".into(),
+        source: "shop".into(),
+        r#type: "order.created".into(),
+        ..Default::default()
+    };
+    hookbus_bus::dlq::publish_dead_letter(
+        &js,
+        hookbus_bus::dlq::DeadLetter {
+            consumer: "inventory",
+            subject: "events.shop.order.created",
+            stream_sequence: 7,
+            attempts: 5,
+            reason: "unknown SKU",
+            payload: event.encode_to_vec().into(),
+            headers: None,
+        },
+    )
+    .await
+    .unwrap();
+    // The egress's own list does not hold it; the consumer's does.
+    assert!(egress.every("/v1/dead-letters").await.is_empty());
+    let letters = egress.every("/v1/dead-letters?consumer=inventory").await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter["consumer"], "inventory");
+    assert_eq!(letter["event_id"], "ev-poison");
+    assert_eq!(letter["subject"], "events.shop.order.created");
+    assert_eq!(letter["reason"], "unknown SKU");
+    assert!(letter["endpoint_id"].is_null());
+    let (status, answer) = egress
+        .call("GET", "/v1/dead-letters?consumer=not+a+name", None)
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"]["field"], "consumer");
+
+    // Retried: published again on its subject, with the same event id, and gone from DLQ.
+    let (status, answer) = egress
+        .call(
+            "POST",
+            &format!("/v1/dead-letters/{}/retry", letter["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(
+        egress
+            .every("/v1/dead-letters?consumer=inventory")
+            .await
+            .is_empty()
+    );
+    let again = common::events_on(&nats.url(), "events.shop.order.created").await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, "ev-poison");
+    egress.stop().await;
+}
+
+#[tokio::test]
+async fn endpoints_are_listed_by_status_and_url() {
+    let nats = hookbus_testkit::NatsServer::start();
+    let egress = Egress::start(&nats.url(), settings()).await;
+    for (url, disabled) in [
+        ("http://127.0.0.1:9/orders", false),
+        ("http://127.0.0.1:9/orders-eu", true),
+        ("http://127.0.0.1:9/invoices", false),
+    ] {
+        egress
+            .endpoint(json!({"url": url, "disabled": disabled}))
+            .await;
+    }
+    let urls = |items: Vec<serde_json::Value>| -> Vec<String> {
+        items
+            .iter()
+            .map(|e| {
+                e["url"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(
+        urls(egress.every("/v1/endpoints?disabled=true").await),
+        ["orders-eu"]
+    );
+    assert_eq!(
+        urls(egress.every("/v1/endpoints?disabled=false").await),
+        ["orders", "invoices"]
+    );
+    assert_eq!(
+        urls(
+            egress
+                .every("/v1/endpoints?url_contains=orders&limit=1")
+                .await
+        ),
+        ["orders", "orders-eu"]
+    );
+    assert_eq!(
+        urls(
+            egress
+                .every("/v1/endpoints?url_contains=orders&disabled=false")
+                .await
+        ),
+        ["orders"]
+    );
+    egress.stop().await;
+}

@@ -13,12 +13,11 @@ use browser::Browser;
 use common::{Egress, KEY, Receiver, TOKEN, fixable, settings, until};
 use serde_json::json;
 
-/// Signs in with the API token.
+/// Signs in with the API token, from the keyboard: the token typed, then Enter.
 async fn sign_in(browser: &Browser, egress: &Egress) {
     browser.goto(&format!("{}/console", egress.base)).await;
     assert_eq!(browser.path().await, "/console/sign-in");
-    browser.fill("#token", TOKEN).await;
-    browser.click("#sign-in").await;
+    browser.fill("#token", &format!("{TOKEN}\u{E007}")).await;
     browser.find("#events-in").await;
 }
 
@@ -192,10 +191,25 @@ async fn a_dead_lettered_delivery_is_retried_from_the_console_and_delivered() {
     })
     .await;
     assert_eq!(letters[0]["event_id"], event.as_str());
+    until(Duration::from_secs(20), "the exhaustion notice", || async {
+        (!common::events_on(&nats.url(), "events.hookbus.delivery.exhausted")
+            .await
+            .is_empty())
+        .then_some(())
+    })
+    .await;
 
     let browser = Browser::start(1280).await;
     sign_in(&browser, &egress).await;
-    assert_ne!(browser.text("#dead-letters").await, "0");
+    // The overview counts from the broker and the stores: the event and the egress's notice of
+    // its exhaustion, its two attempts (both failed), the dead letter, and the endpoint failing
+    // since its first attempt.
+    assert_eq!(browser.text("#events-in").await, "2");
+    assert_eq!(browser.text("#attempts-out").await, "2");
+    assert_eq!(browser.text("#failure-rate").await, "100.0 %");
+    assert_eq!(browser.text("#dead-letters").await, "1");
+    assert!(browser.text("#failing").await.contains(&id));
+    browser.screenshot("overview-failing").await;
     browser.click("a[href='/console/dead-letters']").await;
     let table = browser.text("#dead-letters").await;
     assert!(table.contains(&event) && table.contains(&id), "{table}");

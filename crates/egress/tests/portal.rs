@@ -299,6 +299,12 @@ async fn every_console_form_needs_its_csrf_token_and_pages_send_a_strict_policy(
     let nats = hookbus_testkit::NatsServer::start();
     let mut config = settings();
     config.console.frame_ancestors = vec!["https://app.example.com".into()];
+    let logo = tempfile::Builder::new().suffix(".svg").tempfile().unwrap();
+    let svg = "<svg xmlns='http://www.w3.org/2000/svg' width='8' height='8'/>";
+    std::fs::write(logo.path(), svg).unwrap();
+    config.console.logo_file = Some(logo.path().to_owned());
+    config.console.accent_color = "#0f766e".into();
+    config.console.brand_name = "Acme webhooks".into();
     let egress = Egress::start(&nats.url(), config).await;
     let receiver = Receiver::ok().await;
     let (id, _) = egress
@@ -394,6 +400,25 @@ async fn every_console_form_needs_its_csrf_token_and_pages_send_a_strict_policy(
         );
         assert_eq!(response.headers()[header::REFERRER_POLICY], "no-referrer");
     }
+    // The brand: its name on the pages, its colour as a stylesheet, its logo from the egress.
+    let (_, page) = acme.get(&egress, "/console/endpoints").await;
+    assert!(page.contains("Acme webhooks") && page.contains("src=\"/console/assets/logo\""));
+    let brand = client
+        .get(format!("{}/console/assets/brand.css", egress.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(brand.contains("--accent: #0f766e"), "{brand}");
+    let served = client
+        .get(format!("{}/console/assets/logo", egress.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.headers()[header::CONTENT_TYPE], "image/svg+xml");
+    assert_eq!(served.text().await.unwrap(), svg);
     // A framed portal's session cookie must cross sites: SameSite=None, Secure, Partitioned.
     assert!(
         acme.set_cookie.contains("SameSite=None"),
@@ -447,5 +472,120 @@ async fn portal_links_are_checked_when_made() {
             .unwrap()
             .starts_with(&format!("{}/console/portal/", egress.base))
     );
+    egress.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_in_every_form_is_shown_next_to_its_field_and_changes_nothing() {
+    let nats = hookbus_testkit::NatsServer::start();
+    let egress = Egress::start(&nats.url(), settings()).await;
+    let (id, _) = egress
+        .endpoint(json!({"url": "http://127.0.0.1:9/hook", "event_types": ["order.*"]}))
+        .await;
+    let before = egress
+        .call("GET", &format!("/v1/endpoints/{id}"), None)
+        .await;
+    let operator = operator(&egress).await;
+    let edit = format!("/console/endpoints/{id}/edit");
+    let recover = format!("/console/endpoints/{id}/recover");
+    let good = [
+        ("url", "http://127.0.0.1:9/hook"),
+        ("event_types", "order.*"),
+        ("rate_limit", ""),
+        ("max_in_flight", "16"),
+        ("headers", ""),
+        ("sources", ""),
+    ];
+    let with = |field: &'static str, value: &'static str| -> Vec<(&'static str, &'static str)> {
+        good.iter()
+            .map(|(k, v)| (*k, if *k == field { value } else { *v }))
+            .collect()
+    };
+    // (form, its fields, the id of the message expected next to the field)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            edit.as_str(),
+            with("url", "ftp://127.0.0.1/hook"),
+            "url-error",
+        ),
+        (edit.as_str(), with("url", ""), "url-error"),
+        (
+            edit.as_str(),
+            with("rate_limit", "fast"),
+            "rate_limit-error",
+        ),
+        (
+            edit.as_str(),
+            with("rate_limit", "100001"),
+            "rate_limit-error",
+        ),
+        (
+            edit.as_str(),
+            with("max_in_flight", "0"),
+            "max_in_flight-error",
+        ),
+        (
+            edit.as_str(),
+            with("headers", "no colon here"),
+            "headers-error",
+        ),
+        (
+            edit.as_str(),
+            with("headers", "webhook-id: mine"),
+            "headers-error",
+        ),
+        (
+            edit.as_str(),
+            with("event_types", "order..created"),
+            "event_types-error",
+        ),
+        (
+            edit.as_str(),
+            with("sources", "bad source!"),
+            "sources-error",
+        ),
+        (
+            "/console/endpoints/new",
+            with("event_types", "a.>.b"),
+            "event_types-error",
+        ),
+        (
+            recover.as_str(),
+            vec![("since", "yesterday")],
+            "since-error",
+        ),
+    ];
+    for (path, fields, error) in &cases {
+        let (status, page) = operator.post(&egress, path, fields).await;
+        assert_eq!(status, 422, "{path} {fields:?}: {page}");
+        assert!(
+            page.contains(&format!("id=\"{error}\"")),
+            "{path} {fields:?}: {page}"
+        );
+        assert!(page.contains("aria-invalid=\"true\""), "{path}");
+    }
+    let long_tenant = format!("/console/endpoints?tenant={}", "t".repeat(129));
+    for (path, error) in [
+        (long_tenant.as_str(), "f-tenant-error"),
+        (
+            "/console/dead-letters?consumer=not%20a%20name",
+            "consumer-error",
+        ),
+        ("/console/tail?subject=orders.%3E", "subject-error"),
+        ("/console/tail?subject=events.%3E.x", "subject-error"),
+    ] {
+        let (status, page) = operator.get(&egress, path).await;
+        assert_eq!(status, 422, "{path}: {page}");
+        assert!(page.contains(&format!("id=\"{error}\"")), "{path}: {page}");
+    }
+    // Nothing changed, nothing was created, nothing was queued.
+    assert_eq!(
+        egress
+            .call("GET", &format!("/v1/endpoints/{id}"), None)
+            .await,
+        before
+    );
+    assert_eq!(egress.every("/v1/endpoints").await.len(), 1);
     egress.stop().await;
 }

@@ -204,16 +204,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         .pool_max_idle_per_host(args.concurrency.max(64))
         .timeout(Duration::from_secs(30))
         .build()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !client
-        .get(format!("{api}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        anyhow::ensure!(Instant::now() < deadline, "the egress did not get ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&client, &api).await?;
     let create = |body: serde_json::Value| {
         let (client, api) = (client.clone(), api.clone());
         async move {
@@ -363,4 +354,19 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     }
     drop(server);
     Ok(out)
+}
+
+/// Waits until the egress at `api` answers `/readyz` with 200, for 30 s at most.
+pub(super) async fn wait_ready(client: &reqwest::Client, api: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client
+        .get(format!("{api}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        anyhow::ensure!(Instant::now() < deadline, "the egress did not get ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }

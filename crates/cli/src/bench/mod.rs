@@ -2,6 +2,7 @@
 //! with the ratios, as medians of latency and rates over a fixed duration.
 
 mod all;
+mod console;
 mod consumers;
 mod e2e;
 mod egress;
@@ -20,6 +21,9 @@ pub enum Which {
     /// The egress into a local sink (0 ms and 50 ms answers, a fan-out to 1,000 endpoints)
     /// against plain HTTP POSTs at the same concurrency.
     Egress(egress::Args),
+    /// The console's pages over 10,000 endpoints and 100,000 attempts, beside the API routes
+    /// that read the same pages.
+    Console(console::Args),
     /// Webhooks through the ingress to a consumer and the egress: the end-to-end rate against
     /// the ingress alone, latency at fractions of it, CPU and peak memory.
     E2e(e2e::Args),
@@ -45,6 +49,7 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
             None => egress::run(args).await?,
         },
         Which::E2e(args) => e2e::run(args).await?,
+        Which::Console(args) => console::run(args).await?,
         Which::All(args) => all::run(args).await?,
     };
     println!("{report}");

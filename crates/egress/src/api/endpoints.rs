@@ -281,6 +281,12 @@ pub fn list_in(engine: &Engine, scope: &Scope, mut query: ListQuery) -> ApiResul
     }
     let page = PageRequest::new("endpoints", query.limit, query.iterator.as_deref())?;
     let contains = query.url_contains.as_deref().filter(|t| !t.is_empty());
+    if contains.is_some_and(|t| t.len() > 2048) {
+        return Err(ApiError::invalid(
+            "url_contains",
+            "must be at most 2048 bytes",
+        ));
+    }
     let filtered = query.disabled.is_some() || contains.is_some();
     let keep = |live: &crate::directory::Live| {
         query.disabled.is_none_or(|d| live.record.disabled == d)

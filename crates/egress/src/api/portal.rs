@@ -33,7 +33,7 @@ pub struct PortalOut {
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/portal", tag = "portal", operation_id = "create_portal_link",
     params(("tenant" = String, Path)),
     request_body(content = PortalIn, description = "optional"),
-    responses((status = 201, body = PortalOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = PortalOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): AppState,
     Path(tenant): Path<String>,
@@ -43,6 +43,11 @@ pub async fn create(
     let input: PortalIn = parse(&body)?;
     check_tenant(&tenant)?;
     let console = &state.engine.settings.console;
+    if !console.enabled {
+        return Err(ApiError::not_found(
+            "the console is disabled (egress.console.enabled = false), so there is no portal",
+        ));
+    }
     let ttl = match input.expires_in {
         None => console.portal_link_ttl.as_secs(),
         Some(seconds) if (60..=86_400).contains(&seconds) => seconds,

@@ -97,6 +97,24 @@ pub async fn endpoints(
     };
     let page = match ops::endpoints(&state.engine, viewer.scope(), query) {
         Ok(page) => page,
+        // A filter that is refused is shown next to its field, with no list.
+        Err(e) if matches!(e.field(), Some("tenant" | "iterator" | "url_contains")) => {
+            let field = match e.field() {
+                Some("url_contains") => "url",
+                Some(other) => other,
+                None => "",
+            };
+            return state.views.render(
+                e.status(),
+                "endpoints.html",
+                json!({
+                    "layout": viewer.layout(&state, "endpoints"),
+                    "endpoints": [],
+                    "filter": { "tenant": tenant, "status": filter.status, "url": filter.url },
+                    "errors": { field: e.message() },
+                }),
+            );
+        }
         Err(e) => return error_page(&state, &viewer, e),
     };
     // The next page's link keeps the filter.
@@ -201,6 +219,19 @@ pub async fn dead_letters(
     };
     let page = match ops::dead_letters(&state.engine, request).await {
         Ok(page) => page,
+        Err(e) if e.field() == Some("consumer") => {
+            return state.views.render(
+                e.status(),
+                "dead_letters.html",
+                json!({
+                    "layout": viewer.layout(&state, "dead-letters"),
+                    "consumer": consumer,
+                    "consumers": CONSUMERS,
+                    "letters": [],
+                    "error": e.message(),
+                }),
+            );
+        }
         Err(e) => return error_page(&state, &viewer, e),
     };
     state.views.render(

@@ -209,8 +209,6 @@ mod tests {
                     "endpoint": {"id": "ep_1"},
                     "secret": {"key": "whsec_x"},
                     "message": {"id": "m"},
-                    "values": {},
-                    "errors": {},
                     "filter": {},
                 })))
             });
