@@ -6,8 +6,8 @@
 //! with a key derived from `egress.encryption_key`, so every replica reads every session. A
 //! form's CSRF token is a MAC of the session's nonce. A portal link carries its tenant, its
 //! expiry and a nonce, signed the same way; redeeming it creates the nonce's key in the
-//! `egress_portal_links` bucket, which fails when it exists, so a link opens one session on
-//! whichever replica it reaches first.
+//! `egress_portal_links` bucket ([`crate::store::PORTAL_LINKS_BUCKET`]), which fails when it
+//! exists, so a link opens one session on whichever replica it reaches first.
 
 use async_nats::jetstream::kv;
 use base64::Engine as _;
@@ -18,9 +18,6 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::unix_now;
-
-/// The bucket of redeemed portal links (their nonces), kept as long as a link may live.
-pub const LINKS_BUCKET: &str = "egress_portal_links";
 
 /// What a caller may see and change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,8 +144,18 @@ impl Access {
 
     /// The session a cookie's value carries, if it is one of ours and has not expired.
     pub fn session(&self, cookie: &str) -> Option<Session> {
+        self.session_at(cookie, unix_now())
+    }
+
+    /// The session a cookie's value carries if it is one of ours, expired or not: what to tell
+    /// the one whose session ended.
+    pub fn ended_session(&self, cookie: &str) -> Option<Session> {
+        self.session_at(cookie, i64::MIN)
+    }
+
+    fn session_at(&self, cookie: &str, now: i64) -> Option<Session> {
         let claims = self.open(cookie)?;
-        if claims.e <= unix_now() {
+        if claims.e <= now {
             return None;
         }
         let scope = match (claims.k.as_str(), claims.t) {
@@ -242,9 +249,14 @@ mod tests {
         // A portal link is not a session.
         let (link, _) = access.portal_link("acme", 60);
         assert!(access.session(&link).is_none());
-        // An expired session is refused.
-        let old = access.start_session(&Scope::Operator, -1);
+        // An expired session is refused, but can be told from a forged one.
+        let old = access.start_session(&Scope::Tenant("acme".into()), -1);
         assert!(access.session(&old).is_none());
+        assert_eq!(
+            access.ended_session(&old).unwrap().scope,
+            Scope::Tenant("acme".into())
+        );
+        assert!(access.ended_session(&forged).is_none());
         // CSRF tokens differ between sessions.
         let other = access
             .session(&access.start_session(&Scope::Tenant("acme".into()), 60))

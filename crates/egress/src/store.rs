@@ -30,6 +30,8 @@ pub const DISPATCHED_AT_LEAST: Duration = Duration::from_secs(3 * 24 * 3600);
 pub const TASKS_STREAM: &str = "EGRESS_TASKS";
 pub use crate::attempt_log::STREAM as ATTEMPTS_STREAM;
 pub const REPLICAS_BUCKET: &str = "egress_replicas";
+/// Portal links redeemed: one key per link's nonce, kept longer than a link lives.
+pub const PORTAL_LINKS_BUCKET: &str = "egress_portal_links";
 /// The priority group every partition consumer pins one replica in.
 pub const PRIORITY_GROUP: &str = "egress";
 /// Where `EGRESS_TASKS` records the partition count its subjects were laid out for.
@@ -182,7 +184,7 @@ impl Stores {
         // A redeemed link's nonce is kept as long as the link could still be opened.
         let portal_links = bucket(
             &js,
-            crate::access::LINKS_BUCKET,
+            PORTAL_LINKS_BUCKET,
             Duration::from_secs(25 * 3600),
             replicas,
         )

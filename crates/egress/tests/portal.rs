@@ -426,6 +426,40 @@ async fn every_console_form_needs_its_csrf_token_and_pages_send_a_strict_policy(
         acme.set_cookie
     );
     assert!(acme.set_cookie.contains("Secure") && acme.set_cookie.contains("Partitioned"));
+    // Signing out of the framed portal clears the cookie with the attributes it was set with.
+    let response = plain()
+        .post(format!("{}/console/sign-out", egress.base))
+        .header(header::COOKIE, &acme.cookie)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(format!("csrf={}", acme.csrf))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (_, cleared) = session_cookie(&response);
+    assert!(
+        cleared.contains("Max-Age=0") && cleared.contains("Partitioned"),
+        "{cleared}"
+    );
+    // A portal session that ended says so, rather than asking a tenant for the API token.
+    let key =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, common::KEY).unwrap();
+    let ended = hookbus_egress::access::Access::new(&key)
+        .start_session(&hookbus_egress::access::Scope::Tenant("acme".into()), -1);
+    let response = client
+        .get(format!("{}/console/endpoints", egress.base))
+        .header(header::COOKIE, format!("hookbus_session={ended}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("portal session has ended")
+    );
     // Without a session, a page sends the browser to sign in; the token is never in a URL.
     let response = client
         .get(format!("{}/console/endpoints", egress.base))

@@ -67,9 +67,19 @@ impl FromRequestParts<Arc<ConsoleState>> for Viewer {
         parts: &mut Parts,
         state: &Arc<ConsoleState>,
     ) -> Result<Self, Response> {
-        let session = cookie(&parts.headers, SESSION_COOKIE)
-            .and_then(|value| state.access.session(value))
-            .ok_or_else(|| Redirect::to("/console/sign-in").into_response())?;
+        let value = cookie(&parts.headers, SESSION_COOKIE).unwrap_or_default();
+        let Some(session) = state.access.session(value) else {
+            // A tenant whose portal session ended cannot sign in with the API token: say so.
+            let ended = state.access.ended_session(value);
+            if let Some(Scope::Tenant(_)) = ended.map(|s| s.scope) {
+                return Err(refused(
+                    state,
+                    viewer_layout(state, None),
+                    "This portal session has ended. Open the portal again from where you came.",
+                ));
+            }
+            return Err(Redirect::to("/console/sign-in").into_response());
+        };
         let csrf = state.access.csrf(&session);
         Ok(Viewer { session, csrf })
     }
@@ -108,6 +118,10 @@ fn set_cookie(name: &str, value: &str, max_age: i64, same_site: &str) -> String 
 /// may be framed by another site, where only SameSite=None (Secure, Partitioned) reaches it.
 fn session_cookie(state: &ConsoleState, scope: &Scope, ttl: i64) -> String {
     let value = state.access.start_session(scope, ttl);
+    session_cookie_of(state, scope, &value, ttl)
+}
+
+fn session_cookie_of(state: &ConsoleState, scope: &Scope, value: &str, ttl: i64) -> String {
     let console = &state.engine.settings.console;
     let secure = console
         .public_url
@@ -116,10 +130,10 @@ fn session_cookie(state: &ConsoleState, scope: &Scope, ttl: i64) -> String {
     if !scope.is_operator() && !console.frame_ancestors.is_empty() {
         return format!(
             "{}; Secure; Partitioned",
-            set_cookie(SESSION_COOKIE, &value, ttl, "None")
+            set_cookie(SESSION_COOKIE, value, ttl, "None")
         );
     }
-    let cookie = set_cookie(SESSION_COOKIE, &value, ttl, "Strict");
+    let cookie = set_cookie(SESSION_COOKIE, value, ttl, "Strict");
     if secure {
         format!("{cookie}; Secure")
     } else {
@@ -193,13 +207,28 @@ pub async fn sign_in(State(state): AppState, headers: HeaderMap, form: Form) -> 
     response
 }
 
-/// `POST /console/sign-out`: the session cookie is cleared.
+/// `POST /console/sign-out`: the session cookie is cleared (with the attributes it was set
+/// with, which a partitioned cookie needs). A tenant is not sent to the operator's sign-in.
 pub async fn sign_out(State(state): AppState, viewer: Viewer, form: Form) -> Response {
     if let Some(refused) = check_csrf(&state, &viewer, &form) {
         return refused;
     }
-    let mut response = Redirect::to("/console/sign-in").into_response();
-    if let Ok(value) = set_cookie(SESSION_COOKIE, "", 0, "Strict").parse() {
+    let scope = viewer.scope().clone();
+    let mut response = if scope.is_operator() {
+        Redirect::to("/console/sign-in").into_response()
+    } else {
+        state.views.render(
+            StatusCode::OK,
+            "message_page.html",
+            json!({
+                "layout": viewer_layout(&state, None),
+                "title": "Signed out",
+                "message": "You have left the portal. Open it again from where you came.",
+            }),
+        )
+    };
+    let cleared = session_cookie_of(&state, &scope, "", 0);
+    if let Ok(value) = cleared.parse() {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
