@@ -85,6 +85,8 @@ pub async fn run_with_lookup(
         .api_token
         .clone()
         .ok_or_else(|| anyhow::anyhow!("egress.api_token is required"))?;
+    // The console's templates and logo, before anything starts: a missing logo stops start-up.
+    let views = console::Views::new(&settings.console)?;
     let client = hookbus_bus::connect(&config.nats, "hookbus-egress").await?;
     let js = jetstream::new(client.clone());
     let replicas = config.nats.events.replicas;
@@ -222,8 +224,13 @@ pub async fn run_with_lookup(
         )
         .route("/readyz", get(readyz).with_state(client.clone()));
     if settings.console.enabled {
-        let console =
-            console::ConsoleState::new(engine.clone(), access, token, config.sources.clone())?;
+        let console = console::ConsoleState::new(
+            engine.clone(),
+            access,
+            token,
+            config.sources.clone(),
+            views,
+        );
         app = app.nest("/console", console::router(Arc::new(console)));
     }
     hookbus_telemetry::serve(

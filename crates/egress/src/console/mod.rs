@@ -24,7 +24,7 @@ mod pages;
 mod session;
 mod view;
 
-pub use view::security_headers;
+pub use view::{Views, security_headers};
 
 /// What every console page shares.
 pub struct ConsoleState {
@@ -33,25 +33,26 @@ pub struct ConsoleState {
     pub token: secrecy::SecretString,
     /// The ingress's sources, when the egress reads its configuration (secrets left out).
     pub sources: std::collections::BTreeMap<String, crate::config::SourceView>,
-    views: view::Views,
+    views: Views,
 }
 
 impl ConsoleState {
-    /// The console's state; reads the configured logo, if any.
+    /// The console's state, with its templates and assets ([`Views::new`], read before the
+    /// egress starts anything, so a missing logo stops start-up).
     pub fn new(
         engine: Arc<Engine>,
         access: Arc<Access>,
         token: secrecy::SecretString,
         sources: std::collections::BTreeMap<String, crate::config::SourceView>,
-    ) -> std::io::Result<Self> {
-        let views = view::Views::new(&engine.settings.console)?;
-        Ok(Self {
+        views: Views,
+    ) -> Self {
+        Self {
             engine,
             access,
             token,
             sources,
             views,
-        })
+        }
     }
 }
 

@@ -214,6 +214,13 @@ mod tests {
             });
             assert!(rendered.is_ok(), "{name}: {rendered:?}");
         }
+        // A logo that cannot be read stops start-up, naming the key.
+        let missing = ConsoleConfig {
+            logo_file: Some("/nonexistent/logo.svg".into()),
+            ..ConsoleConfig::default()
+        };
+        let error = Views::new(&missing).err().unwrap().to_string();
+        assert!(error.contains("egress.console.logo_file"), "{error}");
         // Every template the pages name is here.
         for name in ["sources.html", "tail.html", "message_page.html"] {
             assert!(TEMPLATES.iter().any(|(n, _)| *n == name), "{name}");
