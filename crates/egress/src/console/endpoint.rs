@@ -11,13 +11,26 @@ use serde_json::json;
 
 use super::form::{self, FieldErrors, Form};
 use super::pages::{error_page, notice};
-use super::session::{Viewer, check_csrf};
+use super::session::{Posted, Viewer};
 use super::{AppState, ConsoleState};
 use crate::api::{ApiError, AttemptQuery, EndpointOut, EndpointPatch, RecoverIn, RotateIn, ops};
 use crate::dispatch::TEST_EVENT_TYPE;
 
 fn done(id: &str, code: &str) -> Response {
     Redirect::to(&format!("/console/endpoints/{id}?notice={code}")).into_response()
+}
+
+/// What an action answers: `ok` when the operation went through, else the API's error as a page.
+fn answer<T>(
+    state: &ConsoleState,
+    viewer: &Viewer,
+    outcome: crate::api::ApiResult<T>,
+    ok: impl FnOnce(T) -> Response,
+) -> Response {
+    match outcome {
+        Ok(value) => ok(value),
+        Err(e) => error_page(state, viewer, e),
+    }
 }
 
 /// The event types the form offers: those seen on `EVENTS` (a tenant is not offered the
@@ -130,12 +143,8 @@ pub async fn new_page(State(state): AppState, viewer: Viewer) -> Response {
 }
 
 /// `POST /console/endpoints/new`.
-pub async fn create(State(state): AppState, viewer: Viewer, form: Form) -> Response {
-    if let Some(refused) = check_csrf(&state, &viewer, &form) {
-        return refused;
-    }
-    let operator = viewer.scope().is_operator();
-    let input = match form::endpoint_in(&form, operator) {
+pub async fn create(State(state): AppState, Posted { viewer, form }: Posted) -> Response {
+    let input = match form::endpoint_in(&form, viewer.scope().is_operator()) {
         Ok(input) => input,
         Err(errors) => {
             return form_page(
@@ -161,49 +170,92 @@ pub struct DetailQuery {
     notice: Option<String>,
 }
 
-/// `GET /console/endpoints/{id}`: the endpoint, its actions and its attempts, newest first.
-pub async fn detail(
-    State(state): AppState,
-    viewer: Viewer,
-    Path(id): Path<String>,
-    Query(query): Query<DetailQuery>,
+/// The recover form as it was posted, when its time was refused.
+struct RecoverRefused<'a> {
+    since: &'a str,
+    error: &'a str,
+}
+
+/// The endpoint's page: the endpoint, its actions and a page of its attempts, newest first;
+/// with the recover form's refusal, when there is one.
+async fn detail_page(
+    state: &ConsoleState,
+    viewer: &Viewer,
+    id: &str,
+    query: DetailQuery,
+    recover: Option<RecoverRefused<'_>>,
 ) -> Response {
     let engine = &state.engine;
-    let (record, _) = match ops::endpoint(engine, viewer.scope(), &id).await {
+    let (record, _) = match ops::endpoint(engine, viewer.scope(), id).await {
         Ok(found) => found,
-        Err(e) => return error_page(&state, &viewer, e),
+        Err(e) => return error_page(state, viewer, e),
     };
     let attempts = AttemptQuery {
         event_id: None,
         limit: Some(50),
         iterator: query.iterator,
     };
-    let attempts = match ops::attempts(engine, viewer.scope(), &id, attempts).await {
+    let attempts = match ops::attempts(engine, viewer.scope(), id, attempts).await {
         Ok(page) => page,
-        Err(e) => return error_page(&state, &viewer, e),
+        Err(e) => return error_page(state, viewer, e),
     };
-    let endpoint = ops::endpoint_out(&record, engine.settings.default_max_in_flight);
-    let an_hour_ago = crate::api::rfc3339(crate::engine::unix_now() - 3600);
+    let (status, since, error) = match recover {
+        Some(refused) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused.since.to_owned(),
+            Some(refused.error),
+        ),
+        None => (
+            StatusCode::OK,
+            crate::api::rfc3339(crate::engine::unix_now() - 3600),
+            None,
+        ),
+    };
     state.views.render(
-        StatusCode::OK,
+        status,
         "endpoint.html",
         json!({
-            "layout": viewer.layout(&state, "endpoints"),
-            "endpoint": endpoint,
+            "layout": viewer.layout(state, "endpoints"),
+            "endpoint": ops::endpoint_out(&record, engine.settings.default_max_in_flight),
             "attempts": attempts.items,
             "next": attempts.iterator.map(|i| format!("/console/endpoints/{id}?iterator={i}")),
             "notice": notice(query.notice.as_deref()),
-            "recover_since": an_hour_ago,
+            "recover_since": since,
+            "recover_error": error,
         }),
     )
 }
 
+/// `GET /console/endpoints/{id}`.
+pub async fn detail(
+    State(state): AppState,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Query(query): Query<DetailQuery>,
+) -> Response {
+    detail_page(&state, &viewer, &id, query, None).await
+}
+
+/// The endpoint's record for a page about it, or the API's error as the page.
+async fn endpoint_of(
+    state: &ConsoleState,
+    viewer: &Viewer,
+    id: &str,
+) -> Result<EndpointOut, Response> {
+    let engine = &state.engine;
+    match ops::endpoint(engine, viewer.scope(), id).await {
+        Ok((record, _)) => Ok(ops::endpoint_out(
+            &record,
+            engine.settings.default_max_in_flight,
+        )),
+        Err(e) => Err(error_page(state, viewer, e)),
+    }
+}
+
 /// `GET /console/endpoints/{id}/edit`.
 pub async fn edit_page(State(state): AppState, viewer: Viewer, Path(id): Path<String>) -> Response {
-    let engine = &state.engine;
-    match ops::endpoint(engine, viewer.scope(), &id).await {
-        Ok((record, _)) => {
-            let endpoint = ops::endpoint_out(&record, engine.settings.default_max_in_flight);
+    match endpoint_of(&state, &viewer, &id).await {
+        Ok(endpoint) => {
             form_page(
                 &state,
                 &viewer,
@@ -214,20 +266,16 @@ pub async fn edit_page(State(state): AppState, viewer: Viewer, Path(id): Path<St
             )
             .await
         }
-        Err(e) => error_page(&state, &viewer, e),
+        Err(page) => page,
     }
 }
 
 /// `POST /console/endpoints/{id}/edit`.
 pub async fn edit(
     State(state): AppState,
-    viewer: Viewer,
     Path(id): Path<String>,
-    form: Form,
+    Posted { viewer, form }: Posted,
 ) -> Response {
-    if let Some(refused) = check_csrf(&state, &viewer, &form) {
-        return refused;
-    }
     let patch = match form::endpoint_patch(&form, viewer.scope().is_operator()) {
         Ok(patch) => patch,
         Err(errors) => {
@@ -248,44 +296,33 @@ pub async fn edit(
     }
 }
 
-async fn set_disabled(
-    state: &ConsoleState,
-    viewer: &Viewer,
-    id: &str,
-    form: &Form,
-    disabled: bool,
-) -> Response {
-    if let Some(refused) = check_csrf(state, viewer, form) {
-        return refused;
-    }
+async fn set_disabled(state: &ConsoleState, viewer: &Viewer, id: &str, disabled: bool) -> Response {
     let patch = EndpointPatch {
         disabled: Some(disabled),
         ..Default::default()
     };
-    match ops::update_endpoint(&state.engine, viewer.scope(), id, patch).await {
-        Ok(_) => done(id, if disabled { "disabled" } else { "enabled" }),
-        Err(e) => error_page(state, viewer, e),
-    }
+    let outcome = ops::update_endpoint(&state.engine, viewer.scope(), id, patch).await;
+    answer(state, viewer, outcome, |_| {
+        done(id, if disabled { "disabled" } else { "enabled" })
+    })
 }
 
 /// `POST /console/endpoints/{id}/enable`.
 pub async fn enable(
     State(state): AppState,
-    viewer: Viewer,
     Path(id): Path<String>,
-    form: Form,
+    Posted { viewer, .. }: Posted,
 ) -> Response {
-    set_disabled(&state, &viewer, &id, &form, false).await
+    set_disabled(&state, &viewer, &id, false).await
 }
 
 /// `POST /console/endpoints/{id}/disable`.
 pub async fn disable(
     State(state): AppState,
-    viewer: Viewer,
     Path(id): Path<String>,
-    form: Form,
+    Posted { viewer, .. }: Posted,
 ) -> Response {
-    set_disabled(&state, &viewer, &id, &form, true).await
+    set_disabled(&state, &viewer, &id, true).await
 }
 
 /// `GET /console/endpoints/{id}/delete`: asks first.
@@ -294,34 +331,26 @@ pub async fn delete_page(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Response {
-    let engine = &state.engine;
-    match ops::endpoint(engine, viewer.scope(), &id).await {
-        Ok((record, _)) => state.views.render(
+    match endpoint_of(&state, &viewer, &id).await {
+        Ok(endpoint) => state.views.render(
             StatusCode::OK,
             "confirm_delete.html",
-            json!({
-                "layout": viewer.layout(&state, "endpoints"),
-                "endpoint": ops::endpoint_out(&record, engine.settings.default_max_in_flight),
-            }),
+            json!({ "layout": viewer.layout(&state, "endpoints"), "endpoint": endpoint }),
         ),
-        Err(e) => error_page(&state, &viewer, e),
+        Err(page) => page,
     }
 }
 
 /// `POST /console/endpoints/{id}/delete`.
 pub async fn delete(
     State(state): AppState,
-    viewer: Viewer,
     Path(id): Path<String>,
-    form: Form,
+    Posted { viewer, .. }: Posted,
 ) -> Response {
-    if let Some(refused) = check_csrf(&state, &viewer, &form) {
-        return refused;
-    }
-    match ops::delete_endpoint(&state.engine, viewer.scope(), &id).await {
-        Ok(()) => Redirect::to("/console/endpoints?notice=deleted").into_response(),
-        Err(e) => error_page(&state, &viewer, e),
-    }
+    let outcome = ops::delete_endpoint(&state.engine, viewer.scope(), &id).await;
+    answer(&state, &viewer, outcome, |()| {
+        Redirect::to("/console/endpoints?notice=deleted").into_response()
+    })
 }
 
 #[derive(Deserialize)]
@@ -336,8 +365,9 @@ pub async fn secret(
     Path(id): Path<String>,
     Query(query): Query<SecretQuery>,
 ) -> Response {
-    match ops::secret(&state.engine, viewer.scope(), &id).await {
-        Ok(secret) => state.views.render(
+    let outcome = ops::secret(&state.engine, viewer.scope(), &id).await;
+    answer(&state, &viewer, outcome, |secret| {
+        state.views.render(
             StatusCode::OK,
             "secret.html",
             json!({
@@ -346,87 +376,55 @@ pub async fn secret(
                 "secret": secret,
                 "notice": notice(query.notice.as_deref()),
             }),
-        ),
-        Err(e) => error_page(&state, &viewer, e),
-    }
+        )
+    })
 }
 
 /// `POST /console/endpoints/{id}/secret/rotate`: a new generated secret.
 pub async fn rotate(
     State(state): AppState,
-    viewer: Viewer,
     Path(id): Path<String>,
-    form: Form,
+    Posted { viewer, .. }: Posted,
 ) -> Response {
-    if let Some(refused) = check_csrf(&state, &viewer, &form) {
-        return refused;
-    }
-    match ops::rotate_secret(&state.engine, viewer.scope(), &id, RotateIn { key: None }).await {
-        Ok(_) => {
-            Redirect::to(&format!("/console/endpoints/{id}/secret?notice=rotated")).into_response()
-        }
-        Err(e) => error_page(&state, &viewer, e),
-    }
+    let outcome =
+        ops::rotate_secret(&state.engine, viewer.scope(), &id, RotateIn { key: None }).await;
+    answer(&state, &viewer, outcome, |_| {
+        Redirect::to(&format!("/console/endpoints/{id}/secret?notice=rotated")).into_response()
+    })
 }
 
 /// `POST /console/endpoints/{id}/test`.
 pub async fn test(
     State(state): AppState,
-    viewer: Viewer,
     Path(id): Path<String>,
-    form: Form,
+    Posted { viewer, .. }: Posted,
 ) -> Response {
-    if let Some(refused) = check_csrf(&state, &viewer, &form) {
-        return refused;
-    }
-    match ops::send_test(&state.engine, viewer.scope(), &id).await {
-        Ok(_) => done(&id, "test"),
-        Err(e) => error_page(&state, &viewer, e),
-    }
+    let outcome = ops::send_test(&state.engine, viewer.scope(), &id).await;
+    answer(&state, &viewer, outcome, |_| done(&id, "test"))
 }
 
 /// `POST /console/endpoints/{id}/recover`: `since`, RFC 3339; a bad time is shown next to the
-/// field.
+/// field, on the endpoint's page.
 pub async fn recover(
     State(state): AppState,
-    viewer: Viewer,
     Path(id): Path<String>,
-    form: Form,
+    Posted { viewer, form }: Posted,
 ) -> Response {
-    if let Some(refused) = check_csrf(&state, &viewer, &form) {
-        return refused;
-    }
     let input = RecoverIn {
         since: form.one("since").trim().to_owned(),
     };
     match ops::recover(&state.engine, viewer.scope(), &id, input).await {
         Ok(_) => done(&id, "recovered"),
         Err(e) if e.field() == Some("since") => {
-            let engine = &state.engine;
-            let (record, _) = match ops::endpoint(engine, viewer.scope(), &id).await {
-                Ok(found) => found,
-                Err(e) => return error_page(&state, &viewer, e),
-            };
-            let attempts = AttemptQuery {
-                event_id: None,
-                limit: Some(50),
+            let query = DetailQuery {
                 iterator: None,
+                notice: None,
             };
-            let attempts = ops::attempts(engine, viewer.scope(), &id, attempts)
-                .await
-                .map(|page| page.items)
-                .unwrap_or_default();
-            state.views.render(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "endpoint.html",
-                json!({
-                    "layout": viewer.layout(&state, "endpoints"),
-                    "endpoint": ops::endpoint_out(&record, engine.settings.default_max_in_flight),
-                    "attempts": attempts,
-                    "recover_since": form.one("since"),
-                    "recover_error": e.message(),
-                }),
-            )
+            let refused = RecoverRefused {
+                since: form.one("since"),
+                error: e.message(),
+            };
+            detail_page(&state, &viewer, &id, query, Some(refused)).await
         }
         Err(e) => error_page(&state, &viewer, e),
     }
@@ -435,15 +433,9 @@ pub async fn recover(
 /// `POST /console/endpoints/{id}/resend/{event_id}`.
 pub async fn resend(
     State(state): AppState,
-    viewer: Viewer,
     Path((id, event_id)): Path<(String, String)>,
-    form: Form,
+    Posted { viewer, .. }: Posted,
 ) -> Response {
-    if let Some(refused) = check_csrf(&state, &viewer, &form) {
-        return refused;
-    }
-    match ops::resend(&state.engine, viewer.scope(), &id, &event_id).await {
-        Ok(_) => done(&id, "resent"),
-        Err(e) => error_page(&state, &viewer, e),
-    }
+    let outcome = ops::resend(&state.engine, viewer.scope(), &id, &event_id).await;
+    answer(&state, &viewer, outcome, |_| done(&id, "resent"))
 }

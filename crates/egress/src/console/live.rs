@@ -92,6 +92,15 @@ pub struct TailQuery {
     subject: Option<String>,
 }
 
+impl TailQuery {
+    /// The subject filter asked for (`events.>` when none), and whether it is one.
+    fn filter(self) -> (String, Result<(), String>) {
+        let subject = self.subject.unwrap_or_else(|| "events.>".into());
+        let checked = check_filter(&subject).map_err(|e| format!("subject: {e}"));
+        (subject, checked)
+    }
+}
+
 /// A subject filter under `events.`: tokens of visible characters, `*` for one token, `>` only
 /// last.
 fn check_filter(filter: &str) -> Result<(), String> {
@@ -124,10 +133,8 @@ pub async fn tail(
     if let Some(refused) = operator_only(&state, &viewer) {
         return refused;
     }
-    let subject = query.subject.unwrap_or_else(|| "events.>".into());
-    let error = check_filter(&subject)
-        .err()
-        .map(|e| format!("subject: {e}"));
+    let (subject, checked) = query.filter();
+    let error = checked.err();
     let status = if error.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -174,9 +181,9 @@ pub async fn tail_stream(
     if let Some(refused) = operator_only(&state, &viewer) {
         return refused;
     }
-    let subject = query.subject.unwrap_or_else(|| "events.>".into());
-    if let Err(e) = check_filter(&subject) {
-        return (StatusCode::UNPROCESSABLE_ENTITY, format!("subject: {e}")).into_response();
+    let (subject, checked) = query.filter();
+    if let Err(e) = checked {
+        return (StatusCode::UNPROCESSABLE_ENTITY, e).into_response();
     }
     let events = state.engine.stores.events.clone();
     let name = format!("{TAIL_CONSUMER_PREFIX}{}", uuid::Uuid::now_v7().simple());

@@ -9,8 +9,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::ConsoleState;
-use super::form::Form;
-use super::session::{Viewer, check_csrf};
+use super::session::{Posted, Viewer};
 use crate::api::{ApiError, DeadLetterQuery, ListQuery, MessageAttemptQuery, ops};
 
 /// A page for an API error: its status and its message (a 503's is generic; its cause is in
@@ -251,14 +250,10 @@ pub async fn dead_letters(
 /// `POST /console/dead-letters/{id}/retry`.
 pub async fn retry_dead_letter(
     State(state): AppState,
-    viewer: Viewer,
     Path(id): Path<String>,
-    form: Form,
+    Posted { viewer, form }: Posted,
 ) -> Response {
     if let Some(refused) = operator_only(&state, &viewer) {
-        return refused;
-    }
-    if let Some(refused) = check_csrf(&state, &viewer, &form) {
         return refused;
     }
     match ops::retry_dead_letter(&state.engine, &id).await {

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -35,6 +35,11 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .find(|(key, _)| *key == name)
         .map(|(_, value)| value)
 }
+
+/// The session the request's cookie carries, read once by the console's middleware
+/// ([`super::security_headers`]); `None` when there is none, or it is not valid.
+#[derive(Clone)]
+pub struct CookieSession(pub Option<Session>);
 
 /// The signed-in caller of a page: the session, its CSRF token, and what every page shows.
 pub struct Viewer {
@@ -67,9 +72,13 @@ impl FromRequestParts<Arc<ConsoleState>> for Viewer {
         parts: &mut Parts,
         state: &Arc<ConsoleState>,
     ) -> Result<Self, Response> {
-        let value = cookie(&parts.headers, SESSION_COOKIE).unwrap_or_default();
-        let Some(session) = state.access.session(value) else {
+        let session = parts
+            .extensions
+            .get::<CookieSession>()
+            .and_then(|read| read.0.clone());
+        let Some(session) = session else {
             // A tenant whose portal session ended cannot sign in with the API token: say so.
+            let value = cookie(&parts.headers, SESSION_COOKIE).unwrap_or_default();
             let ended = state.access.ended_session(value);
             if let Some(Scope::Tenant(_)) = ended.map(|s| s.scope) {
                 return Err(refused(
@@ -85,11 +94,29 @@ impl FromRequestParts<Arc<ConsoleState>> for Viewer {
     }
 }
 
-/// The CSRF check of a posted form: the refusal, when the form lacks the session's token (and
-/// so changes nothing).
-pub fn check_csrf(state: &ConsoleState, viewer: &Viewer, form: &Form) -> Option<Response> {
-    (!Access::csrf_matches(&viewer.csrf, form.one("csrf")))
-        .then(|| refused(state, viewer_layout(state, Some(viewer)), CSRF_REFUSED))
+/// A form posted in a session: taking it checks its CSRF token, so a handler of a POST cannot
+/// act on a form without the session's token (it is refused with a 403 and changes nothing).
+pub struct Posted {
+    pub viewer: Viewer,
+    pub form: Form,
+}
+
+impl FromRequest<Arc<ConsoleState>> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &Arc<ConsoleState>) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let viewer = Viewer::from_request_parts(&mut parts, state).await?;
+        let form = Form::from_request(Request::from_parts(parts, body), state).await?;
+        if !Access::csrf_matches(&viewer.csrf, form.one("csrf")) {
+            return Err(refused(
+                state,
+                viewer_layout(state, Some(&viewer)),
+                CSRF_REFUSED,
+            ));
+        }
+        Ok(Posted { viewer, form })
+    }
 }
 
 const CSRF_REFUSED: &str = "This form was not sent from this console session (its CSRF token is missing or wrong), so nothing was changed. Reload the page and try again.";
@@ -209,10 +236,7 @@ pub async fn sign_in(State(state): AppState, headers: HeaderMap, form: Form) -> 
 
 /// `POST /console/sign-out`: the session cookie is cleared (with the attributes it was set
 /// with, which a partitioned cookie needs). A tenant is not sent to the operator's sign-in.
-pub async fn sign_out(State(state): AppState, viewer: Viewer, form: Form) -> Response {
-    if let Some(refused) = check_csrf(&state, &viewer, &form) {
-        return refused;
-    }
+pub async fn sign_out(State(state): AppState, Posted { viewer, .. }: Posted) -> Response {
     let scope = viewer.scope().clone();
     let mut response = if scope.is_operator() {
         Redirect::to("/console/sign-in").into_response()

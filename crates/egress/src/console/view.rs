@@ -12,7 +12,7 @@ use minijinja::Environment;
 use serde::Serialize;
 
 use super::ConsoleState;
-use super::session::SESSION_COOKIE;
+use super::session::{CookieSession, SESSION_COOKIE};
 use crate::config::ConsoleConfig;
 
 const TEMPLATES: &[(&str, &str)] = &[
@@ -150,16 +150,18 @@ pub async fn asset(State(state): State<Arc<ConsoleState>>, Path(name): Path<Stri
 
 /// The headers of every console response: a strict CSP (nothing from another origin, no inline
 /// script or style), no framing except a portal page on the configured origins, no referrer (a
-/// portal link never leaks through one), and no caching of pages.
+/// portal link never leaks through one), and no caching of pages. The session cookie is read
+/// here, once per request, and handed to the pages ([`CookieSession`]).
 pub async fn security_headers(
     State(state): State<Arc<ConsoleState>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
+    let session = super::session::cookie(request.headers(), SESSION_COOKIE)
+        .and_then(|value| state.access.session(value));
     let portal = request.uri().path().starts_with("/portal/")
-        || super::session::cookie(request.headers(), SESSION_COOKIE)
-            .and_then(|value| state.access.session(value))
-            .is_some_and(|session| !session.scope.is_operator());
+        || session.as_ref().is_some_and(|s| !s.scope.is_operator());
+    request.extensions_mut().insert(CookieSession(session));
     let asset = request.uri().path().starts_with("/assets/");
     let mut response = next.run(request).await;
     let ancestors = if portal {

@@ -147,25 +147,15 @@ impl Browser {
 
     /// Reloads until `css` holds `text`, for a page that shows what happens later.
     pub async fn reload_until(&self, css: &str, text: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(element) = self.client.find(Locator::Css(css)).await
-                && element.text().await.unwrap_or_default().contains(text)
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{css} did not show {text:?} within {within:?}; the page: {}",
-                self.page_text().await
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            self.client.refresh().await.unwrap();
-        }
+        self.until_text(css, text, within, true).await;
     }
 
     /// Waits until `css` holds `text` (the page changes by itself: a script).
     pub async fn wait_text(&self, css: &str, text: &str, within: Duration) {
+        self.until_text(css, text, within, false).await;
+    }
+
+    async fn until_text(&self, css: &str, text: &str, within: Duration, reload: bool) {
         let deadline = Instant::now() + within;
         loop {
             if let Ok(element) = self.client.find(Locator::Css(css)).await
@@ -178,7 +168,12 @@ impl Browser {
                 "{css} did not show {text:?} within {within:?}; the page: {}",
                 self.page_text().await
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            if reload {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                self.client.refresh().await.unwrap();
+            } else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! The endpoints every replica knows: the `egress_endpoints` KV bucket, watched into memory with
 //! secrets decrypted, so the dispatcher and the workers never wait on a lookup.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -16,7 +16,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::crypto::SecretBox;
+
+mod index;
+
 use crate::endpoint::Subscription;
+use index::Index;
 
 /// One endpoint as the workers use it.
 #[derive(Debug)]
@@ -65,79 +69,6 @@ impl Live {
             .filter(|(_, expires)| expires.is_none_or(|at| now < at))
             .map(|(secret, _)| secret.clone())
             .collect()
-    }
-}
-
-/// The endpoints by id, the same by tenant (`None`: those without one), and by route. Ids are
-/// `ep_<UUIDv7>`, so id order is creation order.
-#[derive(Default)]
-struct Index {
-    by_id: BTreeMap<String, Arc<Live>>,
-    by_tenant: HashMap<Option<String>, BTreeMap<String, Arc<Live>>>,
-    by_route: HashMap<Route, BTreeMap<String, Arc<Live>>>,
-}
-
-/// Where the dispatcher looks an endpoint up: its tenant, and the first token of one of its
-/// event-type patterns, or `None` for a pattern that starts with a wildcard and for an endpoint
-/// without patterns (which takes every type but the egress's own). An event then looks at the
-/// endpoints of its tenant under its type's first token and under `None`, not at all of them.
-type Route = (Option<String>, Option<String>);
-
-fn routes(live: &Live) -> BTreeSet<Route> {
-    let tenant = &live.record.tenant;
-    if live.record.event_types.is_empty() {
-        return BTreeSet::from([(tenant.clone(), None)]);
-    }
-    live.record
-        .event_types
-        .iter()
-        .map(|pattern| {
-            let first = pattern.split('.').next().unwrap_or_default();
-            let first = (first != "*" && first != ">").then(|| first.to_owned());
-            (tenant.clone(), first)
-        })
-        .collect()
-}
-
-impl Index {
-    fn insert(&mut self, id: &str, live: Arc<Live>) {
-        self.remove(id);
-        self.by_tenant
-            .entry(live.record.tenant.clone())
-            .or_default()
-            .insert(id.to_owned(), live.clone());
-        for route in routes(&live) {
-            self.by_route
-                .entry(route)
-                .or_default()
-                .insert(id.to_owned(), live.clone());
-        }
-        self.by_id.insert(id.to_owned(), live);
-    }
-
-    fn remove(&mut self, id: &str) {
-        let Some(old) = self.by_id.remove(id) else {
-            return;
-        };
-        let tenant = &old.record.tenant;
-        if let Some(endpoints) = self.by_tenant.get_mut(tenant) {
-            endpoints.remove(id);
-            if endpoints.is_empty() {
-                self.by_tenant.remove(tenant);
-            }
-        }
-        for route in routes(&old) {
-            if let Some(endpoints) = self.by_route.get_mut(&route) {
-                endpoints.remove(id);
-                if endpoints.is_empty() {
-                    self.by_route.remove(&route);
-                }
-            }
-        }
-    }
-
-    fn of_tenant(&self, tenant: Option<&str>) -> Option<&BTreeMap<String, Arc<Live>>> {
-        self.by_tenant.get(&tenant.map(str::to_owned))
     }
 }
 
@@ -249,34 +180,10 @@ impl Directory {
         keep: impl Fn(&Live) -> bool,
         scan: usize,
     ) -> (Vec<Arc<Live>>, Option<String>) {
-        use std::ops::Bound;
-        let index = self.endpoints.read().expect("not poisoned");
-        let map = match tenant {
-            None => &index.by_id,
-            Some(tenant) => match index.of_tenant(Some(tenant)) {
-                Some(map) => map,
-                None => return (Vec::new(), None),
-            },
-        };
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut found = Vec::with_capacity(limit.min(256));
-        let mut looked = 0usize;
-        let mut entries = map.range::<str, _>((start, Bound::Unbounded)).peekable();
-        while let Some((id, live)) = entries.next() {
-            looked += 1;
-            if keep(live) {
-                found.push(live.clone());
-                if found.len() == limit {
-                    let next = entries.peek().map(|_| id.clone());
-                    return (found, next);
-                }
-            }
-            if looked >= scan {
-                let next = entries.peek().map(|_| id.clone());
-                return (found, next);
-            }
-        }
-        (found, None)
+        self.endpoints
+            .read()
+            .expect("not poisoned")
+            .page_where(tenant, after, limit, keep, scan)
     }
 
     /// The endpoints an event goes to (disabled ones included: their tasks are kept). Only the
