@@ -22,8 +22,8 @@ pub use connect::{
     supports_version,
 };
 pub use consumer::{
-    Checkpoint, ConsumerError, ConsumerSpec, Delivery, Outcome, StartPosition, run_consumer,
-    run_consumer_from_env,
+    Checkpoint, ConsumerError, ConsumerSpec, Delivery, Outcome, StartPosition, run_batch_consumer,
+    run_batch_consumer_from_env, run_consumer, run_consumer_from_env,
 };
 pub use metrics::{ConsumerLabels, ConsumerMetrics};
 pub use publish::{PublishError, Published, Publisher, event_headers};

@@ -23,8 +23,10 @@ pub struct ConsumerMetrics {
     pub retried: Family<ConsumerLabels, Counter>,
     /// Messages stored in `DLQ` (a `Reject`, deliveries exhausted, a last delivery timed out).
     pub dead_lettered: Family<ConsumerLabels, Counter>,
-    /// How long handlers ran, whatever they answered.
+    /// How long handlers ran (one observation per batch), whatever they answered.
     pub handler_seconds: Family<ConsumerLabels, Histogram, fn() -> Histogram>,
+    /// Messages per batch handed to a handler.
+    pub batch_messages: Family<ConsumerLabels, Histogram, fn() -> Histogram>,
     /// Messages on the stream that the consumer has not been delivered yet, as last seen on the
     /// server (every few seconds).
     pub pending: Family<ConsumerLabels, Gauge>,
@@ -38,6 +40,10 @@ fn handler_histogram() -> Histogram {
     ])
 }
 
+fn batch_histogram() -> Histogram {
+    Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
+}
+
 impl Default for ConsumerMetrics {
     fn default() -> Self {
         Self {
@@ -45,6 +51,7 @@ impl Default for ConsumerMetrics {
             retried: Family::default(),
             dead_lettered: Family::default(),
             handler_seconds: Family::new_with_constructor(handler_histogram),
+            batch_messages: Family::new_with_constructor(batch_histogram),
             pending: Family::default(),
             ack_pending: Family::default(),
         }
@@ -75,6 +82,11 @@ impl ConsumerMetrics {
             "handler_seconds",
             "Time a handler ran",
             metrics.handler_seconds.clone(),
+        );
+        sub.register(
+            "batch_messages",
+            "Messages per batch handed to a handler",
+            metrics.batch_messages.clone(),
         );
         sub.register(
             "pending",

@@ -587,3 +587,87 @@ async fn messages_waiting_out_a_long_retry_do_not_stall_the_others() {
     shutdown.cancel();
     handle.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_batch_handler_gets_what_is_there_and_each_outcome_settles_its_own_message() {
+    let server = NatsServer::start();
+    let client = client(&server).await;
+    // 200 events waiting before the consumer starts: the first pull brings batches.
+    publish(&client, (0..200).map(|i| format!("b-{i}"))).await;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Delivery>>();
+    let shutdown = CancellationToken::new();
+    let spec = spec("batched")
+        .concurrency(1)
+        .batch_size(64)
+        .confirm_acks(false);
+    let handle = tokio::spawn(hookbus_bus::run_batch_consumer(
+        client.clone(),
+        spec,
+        move |batch: Vec<Delivery>| {
+            let tx = tx.clone();
+            async move {
+                // b-7 is poison, b-8 fails on its first delivery only.
+                let outcomes = batch
+                    .iter()
+                    .map(|d| match (d.event.id.as_str(), d.attempt) {
+                        ("b-7", _) => Outcome::Reject {
+                            reason: "b-7 is poison".into(),
+                        },
+                        ("b-8", 1) => Outcome::Retry {
+                            after: Duration::from_millis(50),
+                        },
+                        _ => Outcome::Ack,
+                    })
+                    .collect();
+                let _ = tx.send(batch);
+                outcomes
+            }
+        },
+        shutdown.clone(),
+    ));
+    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut sizes = Vec::new();
+    let mut last_sequence = 0;
+    while seen.len() < 200 || seen["b-8"].len() < 2 {
+        let batch = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("a batch in time")
+            .unwrap();
+        assert!(!batch.is_empty() && batch.len() <= 64, "{}", batch.len());
+        sizes.push(batch.len());
+        for delivery in batch {
+            if delivery.attempt == 1 {
+                // First deliveries come in stream order at concurrency 1.
+                assert!(delivery.stream_sequence > last_sequence);
+                last_sequence = delivery.stream_sequence;
+            }
+            seen.entry(delivery.event.id.clone())
+                .or_default()
+                .push(delivery.attempt);
+        }
+    }
+    assert!(
+        sizes.iter().any(|&n| n > 1),
+        "events that were waiting came in batches: {sizes:?}"
+    );
+    assert_eq!(seen["b-8"], vec![1, 2], "the retried event came back once");
+    assert_eq!(seen["b-7"], vec![1], "the rejected event never came back");
+    let letters = dead_letters(&client, 1).await;
+    assert_eq!(letters.len(), 1);
+    let headers = letters[0].headers.as_ref().unwrap();
+    assert_eq!(headers.get(REASON_HEADER).unwrap().as_str(), "b-7 is poison");
+    // Everything else was acked once: nothing pending, nothing delivered again.
+    hookbus_e2e_wait(|| async {
+        let info = consumer_info(&client, "batched").await;
+        info.num_ack_pending == 0 && info.num_pending == 0
+    })
+    .await;
+    assert!(
+        seen.iter()
+            .filter(|(id, _)| *id != "b-8")
+            .all(|(_, attempts)| attempts == &vec![1]),
+        "no event but b-8 was delivered twice"
+    );
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+}

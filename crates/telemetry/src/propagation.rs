@@ -76,8 +76,21 @@ pub fn set_span_parent(span: &tracing::Span, parent: &Context) {
 
 /// Makes `span` a child of the trace in a NATS message's headers, when there is one.
 pub fn set_parent_from_nats(span: &tracing::Span, headers: &async_nats::HeaderMap) {
-    if headers.get("traceparent").is_some() {
+    if !span.is_disabled() && headers.get("traceparent").is_some() {
         let _ = span.set_parent(context_from_nats(headers));
+    }
+}
+
+/// Links `span` to the trace in a NATS message's headers, when there is one: how a span that
+/// handles a batch points at every message's producer beyond the one it is a child of.
+pub fn link_from_nats(span: &tracing::Span, headers: &async_nats::HeaderMap) {
+    if span.is_disabled() || headers.get("traceparent").is_none() {
+        return;
+    }
+    let context = context_from_nats(headers);
+    let linked = context.span().span_context().clone();
+    if linked.is_valid() {
+        span.add_link(linked);
     }
 }
 

@@ -1,8 +1,10 @@
 //! The consumer runtime: what makes "subscribe a new consumer to a subject" a few lines.
 //!
 //! A durable pull consumer on `EVENTS` with explicit acks and filter subjects; at most
-//! `concurrency` handlers at once; a span per message parented on the producer's `traceparent`;
-//! the handler answers [`Outcome::Ack`], [`Outcome::Retry`] or [`Outcome::Reject`]. Failures
+//! `concurrency` handlers at once, each on a batch of the messages already pulled (or on one, with
+//! [`run_consumer`]); a span per batch parented on its first producer's `traceparent` and linked
+//! to the others'; the handler answers [`Outcome::Ack`], [`Outcome::Retry`] or
+//! [`Outcome::Reject`] for each message. Failures
 //! (a `Retry`, a panic) are NAK'd with back-off; a `Reject`, or a failure on the last allowed
 //! delivery, goes to the `DLQ` stream and is then terminated; a last delivery that timed out is
 //! caught through the server's max-deliveries advisory. Long handlers get in-progress acks. The
@@ -18,14 +20,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::dlq;
 use crate::streams::EVENTS_STREAM;
 
-use message::{SHUTDOWN_NAK_DELAY, Shared, process, wait_for_slot, watch_max_deliveries};
+use message::{
+    Handler, SHUTDOWN_NAK_DELAY, Shared, process, wait_for_slot, watch_max_deliveries,
+};
 pub use spec::{Checkpoint, ConsumerSpec, Delivery, Outcome, ResumePoint, StartPosition};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,10 +47,11 @@ pub enum ConsumerError {
 /// How long a pull that expires after 1 s may stay silent before it is given up as lost.
 const PULL_SILENCE: Duration = Duration::from_secs(5);
 
-/// Runs `handler` on every event matching `spec` until `shutdown` is cancelled.
+/// Runs `handler` on every event matching `spec`, one at a time, until `shutdown` is cancelled:
+/// [`run_batch_consumer`] with batches of one (`spec.batch_size` is not used).
 pub async fn run_consumer<H, Fut>(
     client: async_nats::Client,
-    spec: ConsumerSpec,
+    mut spec: ConsumerSpec,
     handler: H,
     shutdown: CancellationToken,
 ) -> Result<(), ConsumerError>
@@ -54,21 +59,72 @@ where
     H: Fn(Delivery) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
 {
+    spec.batch_size = 1;
+    run(client, spec, one_at_a_time(handler), shutdown).await
+}
+
+/// Runs `handler` on batches of the events matching `spec` until `shutdown` is cancelled. A batch
+/// is up to `spec.batch_size` messages that are already pulled (the runtime never waits to fill
+/// one), in stream order; the handler answers one [`Outcome`] per delivery, in the same order.
+/// Each message is then settled by its own outcome: one that fails does not fail the others.
+pub async fn run_batch_consumer<H, Fut>(
+    client: async_nats::Client,
+    spec: ConsumerSpec,
+    handler: H,
+    shutdown: CancellationToken,
+) -> Result<(), ConsumerError>
+where
+    H: Fn(Vec<Delivery>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Vec<Outcome>> + Send + 'static,
+{
+    let handler: Handler = Arc::new(move |batch| Box::pin(handler(batch)));
+    run(client, spec, handler, shutdown).await
+}
+
+/// A one-message handler as a batch handler (for batches of one).
+fn one_at_a_time<H, Fut>(handler: H) -> Handler
+where
+    H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    Arc::new(move |mut batch: Vec<Delivery>| match batch.pop() {
+        Some(delivery) if batch.is_empty() => {
+            let outcome = handler(delivery);
+            Box::pin(async move { vec![outcome.await] })
+        }
+        // Never more than one (the batch size is 1); anything else is retried by the runtime.
+        _ => Box::pin(async { Vec::new() }),
+    })
+}
+
+/// How a run of reading one pull's messages into a batch ended.
+enum Pause {
+    /// The batch is full, or the next message is not there yet: hand it over and read on.
+    Batch,
+    /// The pull is done: pull again.
+    PullDone,
+    /// The pull broke or went silent: set the consumer up again.
+    Reconnect,
+}
+
+async fn run(
+    client: async_nats::Client,
+    spec: ConsumerSpec,
+    handler: Handler,
+    shutdown: CancellationToken,
+) -> Result<(), ConsumerError> {
     let js = jetstream::new(client.clone());
     crate::ensure_events_stream(&js, &spec.stream).await?;
     dlq::ensure_dlq_stream(&js, spec.stream.replicas).await?;
     let shared = Arc::new(Shared {
         js,
         spec,
+        handler,
         ack_floor: AtomicU64::new(0),
     });
-    let handler = Arc::new(handler);
-    // Messages pulled and not yet settled: the running handlers plus as many waiting their turn,
-    // so a handler that finishes finds the next message here instead of waiting for a pull.
-    // Without in-progress acks a waiting message's ack deadline would run out, so then there is
-    // no waiting room.
-    let room = if shared.spec.progress_acks { 2 } else { 1 };
-    let semaphore = Arc::new(Semaphore::new(shared.spec.concurrency * room));
+    let batch_size = shared.spec.batch_size.max(1);
+    // One permit per message pulled and not yet settled (see `ConsumerSpec::held`).
+    let semaphore = Arc::new(Semaphore::new(shared.spec.held()));
     let handler_slots = Arc::new(Semaphore::new(shared.spec.concurrency));
     let tasks_cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -105,14 +161,14 @@ where
                 permit = semaphore.clone().acquire_owned() => permit.expect("semaphore never closes"),
             };
             let wanted = 1 + semaphore.available_permits();
-            let batch = consumer
+            let pull = consumer
                 .batch()
                 .max_messages(wanted)
                 .expires(Duration::from_secs(1))
                 .messages()
                 .await;
-            let mut batch = match batch {
-                Ok(batch) => batch,
+            let mut pull = match pull {
+                Ok(pull) => pull,
                 Err(e) => {
                     tracing::warn!(consumer = %shared.spec.name, error = %e, "cannot pull, retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -121,60 +177,85 @@ where
             };
             let mut first_permit = Some(first_permit);
             loop {
-                // A pull whose server went away (a node killed, a connection moved to another
-                // node) gets no answer at all, not even the end of its 1 s expiry: without this
-                // bound the consumer would wait for it forever.
-                let next = match tokio::time::timeout(PULL_SILENCE, batch.next()).await {
-                    Ok(Some(next)) => next,
-                    Ok(None) => break,
-                    Err(_) => {
-                        tracing::warn!(consumer = %shared.spec.name, "a pull got no answer; pulling again");
-                        continue 'connect;
-                    }
-                };
-                let message = match next {
-                    Ok(message) => message,
-                    Err(e) => {
-                        tracing::warn!(consumer = %shared.spec.name, error = %e, "pull interrupted, resubscribing");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue 'connect;
-                    }
-                };
-                if shutdown.is_cancelled() {
-                    let _ = message
-                        .ack_with(AckKind::Nak(Some(SHUTDOWN_NAK_DELAY)))
-                        .await;
-                    continue;
-                }
-                let permit = match first_permit.take() {
-                    Some(permit) => permit,
-                    None => semaphore
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .expect("semaphore never closes"),
-                };
-                let (shared, handler, cancel, slots, shutdown) = (
-                    shared.clone(),
-                    handler.clone(),
-                    tasks_cancel.clone(),
-                    handler_slots.clone(),
-                    shutdown.clone(),
-                );
-                // A free slot is taken here, in stream order; only a message that finds none waits
-                // in its task (at concurrency 1 that is one message, so order is kept).
-                let free_slot = slots.clone().try_acquire_owned().ok();
-                tasks.spawn(async move {
-                    let slot = match free_slot {
-                        Some(slot) => Some(slot),
-                        None => wait_for_slot(&shared.spec, &message, slots, &shutdown).await,
+                // A batch: the first message waited for, then those already here.
+                let mut batch = Vec::new();
+                let mut permits: Option<tokio::sync::OwnedSemaphorePermit> = None;
+                let pause = loop {
+                    let next = if batch.is_empty() {
+                        // A pull whose server went away (a node killed, a connection moved to
+                        // another node) gets no answer at all, not even the end of its 1 s expiry:
+                        // without this bound the consumer would wait for it forever.
+                        match tokio::time::timeout(PULL_SILENCE, pull.next()).await {
+                            Ok(next) => next,
+                            Err(_) => {
+                                tracing::warn!(consumer = %shared.spec.name, "a pull got no answer; pulling again");
+                                break Pause::Reconnect;
+                            }
+                        }
+                    } else if batch.len() < batch_size {
+                        match pull.next().now_or_never() {
+                            Some(next) => next,
+                            None => break Pause::Batch,
+                        }
+                    } else {
+                        break Pause::Batch;
                     };
-                    if let Some(slot) = slot {
-                        process(&shared, &*handler, message, cancel).await;
-                        drop(slot);
+                    let message = match next {
+                        None => break Pause::PullDone,
+                        Some(Ok(message)) => message,
+                        Some(Err(e)) => {
+                            tracing::warn!(consumer = %shared.spec.name, error = %e, "pull interrupted, resubscribing");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            break Pause::Reconnect;
+                        }
+                    };
+                    if shutdown.is_cancelled() {
+                        let _ = message
+                            .ack_with(AckKind::Nak(Some(SHUTDOWN_NAK_DELAY)))
+                            .await;
+                        continue;
                     }
-                    drop(permit);
-                });
+                    let permit = match first_permit.take() {
+                        Some(permit) => permit,
+                        None => semaphore
+                            .clone()
+                            .acquire_owned()
+                            .await
+                            .expect("semaphore never closes"),
+                    };
+                    match &mut permits {
+                        Some(held) => held.merge(permit),
+                        None => permits = Some(permit),
+                    }
+                    batch.push(message);
+                };
+                if let Some(permits) = permits {
+                    let (shared, cancel, slots, shutdown) = (
+                        shared.clone(),
+                        tasks_cancel.clone(),
+                        handler_slots.clone(),
+                        shutdown.clone(),
+                    );
+                    // A free slot is taken here, in stream order; only a batch that finds none
+                    // waits in its task (at concurrency 1 that is one batch, so order is kept).
+                    let free_slot = slots.clone().try_acquire_owned().ok();
+                    tasks.spawn(async move {
+                        let slot = match free_slot {
+                            Some(slot) => Some(slot),
+                            None => wait_for_slot(&shared.spec, &batch, slots, &shutdown).await,
+                        };
+                        if let Some(slot) = slot {
+                            process(&shared, batch, cancel).await;
+                            drop(slot);
+                        }
+                        drop(permits);
+                    });
+                }
+                match pause {
+                    Pause::Batch => {}
+                    Pause::PullDone => break,
+                    Pause::Reconnect => continue 'connect,
+                }
             }
             // Reap finished tasks so the set does not grow.
             while tasks.try_join_next().is_some() {}
@@ -219,12 +300,33 @@ where
     H: Fn(Delivery) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
 {
+    let (client, shutdown) = connect_from_env(&spec).await?;
+    run_consumer(client, spec, handler, shutdown).await
+}
+
+/// [`run_consumer_from_env`] with a batch handler ([`run_batch_consumer`]).
+pub async fn run_batch_consumer_from_env<H, Fut>(
+    spec: ConsumerSpec,
+    handler: H,
+) -> Result<(), ConsumerError>
+where
+    H: Fn(Vec<Delivery>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Vec<Outcome>> + Send + 'static,
+{
+    let (client, shutdown) = connect_from_env(&spec).await?;
+    run_batch_consumer(client, spec, handler, shutdown).await
+}
+
+/// A connection from `[nats]` and the environment, and a token cancelled by SIGINT or SIGTERM.
+async fn connect_from_env(
+    spec: &ConsumerSpec,
+) -> Result<(async_nats::Client, CancellationToken), ConsumerError> {
     let path = hookbus_config::Loader::path_from_env(None);
     let nats: crate::NatsConfig = hookbus_config::Loader::new(path.as_deref())?.section("nats")?;
     let client = crate::connect(&nats, &spec.name).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::stop_on_signal(shutdown.clone()));
-    run_consumer(client, spec, handler, shutdown).await
+    Ok((client, shutdown))
 }
 
 /// Gets or creates the durable consumer. A consumer that has to be created after the first time

@@ -92,13 +92,17 @@ pub struct ConsumerSpec {
     /// Subjects on `EVENTS`, with wildcards (`events.*.order.created`, `events.github.>`).
     pub filter_subjects: Vec<String>,
     pub start: StartPosition,
-    /// Handlers running at once.
+    /// Handlers running at once (each on one batch).
     pub concurrency: usize,
+    /// The most messages one batch handler gets ([`crate::run_batch_consumer`]): those already
+    /// pulled, never waited for, so a batch at low load is one message. [`crate::run_consumer`]
+    /// hands over one message at a time whatever this says.
+    pub batch_size: usize,
     /// Deliveries before a failing message is dead-lettered.
     pub max_deliveries: i64,
     /// The server's limit on delivered, unacknowledged messages. A message NAK'd with a delay
     /// counts against it until it is redelivered, so it must be well above what the runtime holds
-    /// (`2 × concurrency`), or a run of retries stalls the consumer.
+    /// (`2 × concurrency × batch_size`), or a run of retries stalls the consumer.
     pub max_ack_pending: i64,
     /// How long the server waits for an ack before redelivering.
     pub ack_wait: Duration,
@@ -106,9 +110,11 @@ pub struct ConsumerSpec {
     pub backoff: Vec<Duration>,
     /// Send in-progress acks while a handler runs (every third of `ack_wait`).
     pub progress_acks: bool,
-    /// Wait for the server to confirm each ack (a round trip per message). Turn it off only where
-    /// a message delivered again after a lost ack is harmless to the handler, because it finds
-    /// its work already done (a ledger, a dedup marker).
+    /// Wait for the server to confirm each ack (a round trip per message; a batch's acks are
+    /// confirmed together). Off: plain acks, written without waiting, and settled once per batch
+    /// (one flush: the server has read them when the batch is done). Turn it off only where a
+    /// message delivered again after a lost ack is harmless to the handler, because it finds its
+    /// work already done (a ledger, a dedup marker).
     pub confirm_acks: bool,
     /// How long shutdown waits for running handlers before NAKing them.
     pub drain_timeout: Duration,
@@ -129,6 +135,8 @@ impl std::fmt::Debug for ConsumerSpec {
             .field("filter_subjects", &self.filter_subjects)
             .field("start", &self.start)
             .field("concurrency", &self.concurrency)
+            .field("batch_size", &self.batch_size)
+            .field("confirm_acks", &self.confirm_acks)
             .field("max_deliveries", &self.max_deliveries)
             .field("ack_wait", &self.ack_wait)
             .finish_non_exhaustive()
@@ -136,7 +144,7 @@ impl std::fmt::Debug for ConsumerSpec {
 }
 
 impl ConsumerSpec {
-    /// Defaults: start `new`, 16 handlers, 5 deliveries, 10,000 unacknowledged at the server, 30 s
+    /// Defaults: start `new`, 16 handlers, batches of up to 64, confirmed acks, 5 deliveries, 10,000 unacknowledged at the server, 30 s
     /// ack wait, back-off 1 s, 5 s, 30 s, 2 min.
     pub fn new(name: impl Into<String>, filter_subjects: &[&str]) -> Self {
         Self {
@@ -144,6 +152,7 @@ impl ConsumerSpec {
             filter_subjects: filter_subjects.iter().map(|s| (*s).to_owned()).collect(),
             start: StartPosition::New,
             concurrency: 16,
+            batch_size: 64,
             max_deliveries: 5,
             max_ack_pending: 10_000,
             ack_wait: Duration::from_secs(30),
@@ -178,6 +187,27 @@ impl ConsumerSpec {
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency.max(1);
         self
+    }
+
+    /// At most `batch_size` messages per batch (at least 1).
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// Whether each ack waits for the server's confirmation (the field `confirm_acks`).
+    pub fn confirm_acks(mut self, confirm: bool) -> Self {
+        self.confirm_acks = confirm;
+        self
+    }
+
+    /// Messages the runtime holds at most: `concurrency` batches running and as many waiting
+    /// their turn, so a handler that finishes finds the next batch here instead of waiting for a
+    /// pull. Without in-progress acks a waiting message's ack deadline would run out, so then
+    /// there is no waiting room.
+    pub(super) fn held(&self) -> usize {
+        let room = if self.progress_acks { 2 } else { 1 };
+        self.concurrency.max(1) * self.batch_size.max(1) * room
     }
 
     pub(super) fn backoff_for(&self, attempt: u64) -> Duration {
@@ -222,7 +252,7 @@ impl ConsumerSpec {
             max_deliver: self.max_deliveries,
             filter_subject,
             filter_subjects,
-            max_ack_pending: self.max_ack_pending.max((self.concurrency * 2) as i64),
+            max_ack_pending: self.max_ack_pending.max(self.held() as i64),
             ..Default::default()
         }
     }
