@@ -50,8 +50,14 @@ pub struct InventoryConfig {
     pub start: StartPosition,
     /// Extra subjects beyond the commerce events and `events.*.stock.adjusted`.
     pub extra_subjects: Vec<String>,
-    /// Handlers at once.
+    /// Batches handled at once.
     pub concurrency: usize,
+    /// The most events applied in one transaction (those already delivered; a batch is never
+    /// waited for).
+    pub batch_size: usize,
+    /// Wait for the broker to confirm each ack. Off by default: the ledger makes an event
+    /// delivered again after a lost ack harmless.
+    pub confirm_acks: bool,
     /// How long the broker waits for an ack before redelivering (in-progress acks extend it while
     /// a handler runs).
     #[serde(with = "duration")]
@@ -72,7 +78,9 @@ impl Default for InventoryConfig {
             consumer: "inventory".into(),
             start: StartPosition::New,
             extra_subjects: Vec::new(),
-            concurrency: 8,
+            concurrency: 2,
+            batch_size: 64,
+            confirm_acks: false,
             ack_wait: Duration::from_secs(30),
             relay_interval: Duration::from_millis(500),
         }
@@ -85,6 +93,12 @@ impl InventoryConfig {
             return Err(ConfigError::invalid(
                 "inventory.concurrency",
                 "must be more than 0",
+            ));
+        }
+        if !(1..=1000).contains(&self.batch_size) {
+            return Err(ConfigError::invalid(
+                "inventory.batch_size",
+                "must be 1 to 1000",
             ));
         }
         if self

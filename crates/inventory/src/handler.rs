@@ -1,25 +1,20 @@
-//! The consumer's handler: one event, one transaction (ledger claim, effect, outbox rows).
+//! The consumer's handler: a batch of events in one transaction (ledger claims, effects, outbox
+//! rows), split when it fails so that only the event that cannot be applied fails.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hookbus_bus::{Delivery, Outcome};
-use hookbus_commerce::CommerceEvent;
 use hookbus_proto::inventory::v1::{StockAdjusted, stock_adjusted::Mode};
-use hookbus_store::StoreError;
 use prometheus_client::metrics::counter::Counter;
 use prost::Message;
 use tokio::sync::Notify;
 
+use crate::batch::{ApplyError, Effect, Item, Op};
 use crate::store::{Cause, Inventory};
 
 /// The type of a restock or correction, carrying a `StockAdjusted`.
 pub const STOCK_ADJUSTED: &str = "stock.adjusted";
-
-enum Effect {
-    Commerce(CommerceEvent),
-    Adjust(StockAdjusted),
-}
 
 fn effect_of(delivery: &Delivery) -> Result<Option<Effect>, String> {
     let event = &delivery.event;
@@ -35,7 +30,14 @@ fn effect_of(delivery: &Delivery) -> Result<Option<Effect>, String> {
         if adjusted.sku.trim().is_empty() {
             return Err("stock.adjusted payload: sku is empty".into());
         }
-        return Ok(Some(Effect::Adjust(adjusted)));
+        let op = match adjusted.mode() {
+            Mode::Set => Op::Set(adjusted.quantity),
+            _ => Op::Add(adjusted.quantity),
+        };
+        return Ok(Some(Effect::Adjust {
+            sku: adjusted.sku,
+            op,
+        }));
     }
     hookbus_commerce::adapt(event)
         .map(|typed| typed.map(Effect::Commerce))
@@ -51,88 +53,88 @@ pub struct Metrics {
     pub repeated: Counter<u64>,
 }
 
-/// Handles one delivery for consumer `consumer`.
-pub async fn handle(
-    inventory: Arc<Inventory>,
-    consumer: Arc<str>,
-    wake_relay: Arc<Notify>,
-    metrics: Metrics,
-    delivery: Delivery,
-) -> Outcome {
-    let effect = match effect_of(&delivery) {
-        Ok(Some(effect)) => effect,
-        Ok(None) => return Outcome::Ack, // not an event the inventory acts on
-        Err(reason) => return Outcome::Reject { reason },
-    };
-    let cause = Cause {
-        event_id: delivery.event.id.clone(),
-        traceparent: delivery
-            .headers
-            .get("traceparent")
-            .map(|v| v.as_str().to_owned()),
-    };
-    match apply(&inventory, &consumer, &delivery, &effect, &cause).await {
-        Ok(applied) => {
-            // The effect is committed; a crash here must not apply it twice on redelivery.
-            hookbus_bus::failpoint("inventory-after-commit");
-            if applied {
-                metrics.applied.inc();
-                wake_relay.notify_one();
-            } else {
-                metrics.repeated.inc();
-            }
-            Outcome::Ack
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, event = %delivery.event.id, "inventory update failed, will retry");
-            Outcome::Retry {
-                after: Duration::from_millis(500 * delivery.attempt.min(10)),
-            }
-        }
-    }
+/// What the consumer's handler needs.
+#[derive(Clone)]
+pub struct Handler {
+    pub inventory: Arc<Inventory>,
+    /// The durable consumer's name, the ledger's key.
+    pub consumer: Arc<str>,
+    pub wake_relay: Arc<Notify>,
+    pub metrics: Metrics,
+    /// The consumer's deliveries: on the last one a failing event is dead-lettered with its
+    /// cause rather than retried.
+    pub max_deliveries: u64,
 }
 
-/// Claims the event and applies its effect in one transaction; `false` when it was applied before.
-async fn apply(
-    inventory: &Inventory,
-    consumer: &str,
-    delivery: &Delivery,
-    effect: &Effect,
-    cause: &Cause,
-) -> Result<bool, StoreError> {
-    let mut tx = inventory.store().begin().await?;
-    let first = hookbus_store::claim(
-        &mut tx,
-        consumer,
-        &delivery.event.id,
-        delivery.stream_sequence,
-    )
-    .await?;
-    if !first {
-        tx.rollback().await?;
-        return Ok(false);
+impl Handler {
+    /// Handles a batch: one outcome per delivery, in order.
+    pub async fn handle(&self, deliveries: Vec<Delivery>) -> Vec<Outcome> {
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(deliveries.len());
+        let mut items = Vec::with_capacity(deliveries.len());
+        let mut positions = Vec::with_capacity(deliveries.len());
+        for (position, delivery) in deliveries.iter().enumerate() {
+            outcomes.push(Outcome::Ack); // not an event the inventory acts on, unless below
+            match effect_of(delivery) {
+                Ok(Some(effect)) => {
+                    positions.push(position);
+                    items.push(Item {
+                        event_id: delivery.event.id.clone(),
+                        stream_sequence: delivery.stream_sequence,
+                        effect,
+                        cause: Cause {
+                            event_id: delivery.event.id.clone(),
+                            traceparent: delivery
+                                .headers
+                                .get("traceparent")
+                                .map(|v| v.as_str().to_owned()),
+                        },
+                    });
+                }
+                Ok(None) => {}
+                Err(reason) => outcomes[position] = Outcome::Reject { reason },
+            }
+        }
+        if items.is_empty() {
+            return outcomes;
+        }
+        let results = hookbus_store::apply_split(self.inventory.store(), &items, |tx, items| {
+            let (inventory, consumer) = (self.inventory.clone(), self.consumer.clone());
+            Box::pin(async move { inventory.apply_batch(tx, &consumer, items).await })
+        })
+        .await;
+        // The effects are committed; a crash here, before the acks, must not apply them twice
+        // on redelivery.
+        if results.iter().any(Result::is_ok) {
+            hookbus_bus::failpoint("inventory-after-commit");
+        }
+        let mut applied_any = false;
+        for (position, result) in positions.into_iter().zip(results) {
+            let delivery = &deliveries[position];
+            outcomes[position] = match result {
+                Ok(true) => {
+                    self.metrics.applied.inc();
+                    applied_any = true;
+                    Outcome::Ack
+                }
+                Ok(false) => {
+                    self.metrics.repeated.inc();
+                    Outcome::Ack
+                }
+                Err(ApplyError::Invalid(reason)) => Outcome::Reject { reason },
+                Err(e) if delivery.attempt >= self.max_deliveries => Outcome::Reject {
+                    reason: format!("{e} (gave up after {} deliveries)", delivery.attempt),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, event = %delivery.event.id, "inventory update failed, will retry");
+                    Outcome::Retry {
+                        after: Duration::from_millis(500 * delivery.attempt.min(10)),
+                    }
+                }
+            };
+        }
+        if applied_any {
+            self.wake_relay.notify_one();
+        }
+        outcomes
     }
-    match effect {
-        Effect::Commerce(CommerceEvent::OrderCreated(order)) => {
-            inventory.order_created(&mut tx, order, cause).await?;
-        }
-        Effect::Commerce(CommerceEvent::OrderCancelled(cancel)) => {
-            inventory.order_cancelled(&mut tx, cancel, cause).await?;
-        }
-        Effect::Adjust(adjusted) => {
-            let quantity = adjusted.quantity;
-            let set = adjusted.mode() == Mode::Set;
-            inventory
-                .adjust(
-                    &mut tx,
-                    &adjusted.sku,
-                    |level| if set { quantity } else { level + quantity },
-                    None,
-                    cause,
-                )
-                .await?;
-        }
-    }
-    tx.commit().await?;
-    Ok(true)
 }

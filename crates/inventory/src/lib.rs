@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod config;
 pub mod handler;
 pub mod outbox;
@@ -73,13 +74,12 @@ pub async fn run(
     )
     .start(settings.start)
     .concurrency(settings.concurrency)
+    .batch_size(settings.batch_size)
+    .confirm_acks(settings.confirm_acks)
     .metrics(&hookbus_bus::ConsumerMetrics::register(&mut registry));
     spec.stream = config.nats.events.clone();
     spec.ack_wait = settings.ack_wait;
     hookbus_store::track(&mut spec, store.pool());
-    let consumer_name: Arc<str> = settings.consumer.clone().into();
-    let handler_inventory = inventory.clone();
-    let handler_wake = wake_relay.clone();
     let metrics = handler::Metrics::default();
     let sub = registry.sub_registry_with_prefix("hookbus_inventory");
     sub.register(
@@ -92,17 +92,19 @@ pub async fn run(
         "Deliveries of events already applied (skipped by the ledger)",
         metrics.repeated.clone(),
     );
-    let consumer = tokio::spawn(hookbus_bus::run_consumer(
+    let handler = handler::Handler {
+        inventory: inventory.clone(),
+        consumer: settings.consumer.clone().into(),
+        wake_relay: wake_relay.clone(),
+        metrics,
+        max_deliveries: spec.max_deliveries as u64,
+    };
+    let consumer = tokio::spawn(hookbus_bus::run_batch_consumer(
         client.clone(),
         spec,
-        move |delivery| {
-            handler::handle(
-                handler_inventory.clone(),
-                consumer_name.clone(),
-                handler_wake.clone(),
-                metrics.clone(),
-                delivery,
-            )
+        move |batch| {
+            let handler = handler.clone();
+            async move { handler.handle(batch).await }
         },
         shutdown.clone(),
     ));

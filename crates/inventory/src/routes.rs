@@ -7,11 +7,13 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use hookbus_store::StoreError;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
+use crate::batch::{ApplyError, Op};
 use crate::store::{Cause, Inventory};
 
 pub struct AppState {
@@ -146,10 +148,10 @@ pub async fn put_stock(
         let mut tx = state.inventory.store().begin().await?;
         let stock = state
             .inventory
-            .adjust(&mut tx, &sku, |_| level, threshold, &cause)
+            .adjust(&mut tx, &sku, Op::Set(level), threshold, &cause)
             .await?;
-        tx.commit().await?;
-        Ok::<_, hookbus_store::StoreError>(stock)
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok::<_, ApplyError>(stock)
     }
     .await;
     match result {

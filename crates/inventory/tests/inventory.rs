@@ -344,15 +344,15 @@ async fn an_order_changes_stock_once_whatever_the_deliveries() {
             attempt: 2,
             headers: Default::default(),
         };
-        let outcome = hookbus_inventory::handler::handle(
+        let handler = hookbus_inventory::handler::Handler {
             inventory,
-            "inventory".into(),
-            Default::default(),
-            Default::default(),
-            delivery,
-        )
-        .await;
-        assert_eq!(outcome, hookbus_bus::Outcome::Ack);
+            consumer: "inventory".into(),
+            wake_relay: Default::default(),
+            metrics: Default::default(),
+            max_deliveries: 5,
+        };
+        let outcome = handler.handle(vec![delivery]).await;
+        assert_eq!(outcome, vec![hookbus_bus::Outcome::Ack]);
         // A later order shows that everything before it was handled.
         app.order("evt-order-2", "o-2", &[("SKU-1", 1)]).await;
         app.wait_level("SKU-1", 6).await;

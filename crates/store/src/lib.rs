@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod batch;
 mod ledger;
 mod migrations;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Connection};
 
+pub use batch::{Splittable, apply_split, claim_all};
 pub use ledger::{
     checkpoint, checkpointer, claim, last_sequence, prune, resume_point, save_checkpoint, track,
 };
@@ -36,6 +38,9 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
+    /// A batch that failed as a whole (its first item carries the cause).
+    #[error("{0}")]
+    Batch(String),
 }
 
 /// Which database a store talks to.
