@@ -1,5 +1,6 @@
-//! A process killed after its database commit but before its ack (the `inventory-after-commit`
-//! failpoint) does not apply the event twice when the message comes back after a restart.
+//! A process killed after a batch's database commit but before its acks (the
+//! `inventory-after-commit` failpoint) does not apply any of its events twice when the messages
+//! come back after a restart, on SQLite and on Postgres.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -49,11 +50,67 @@ where
     }
 }
 
-#[tokio::test]
-async fn a_crash_between_commit_and_ack_does_not_decrement_twice() {
+async fn publish_orders(client: &async_nats::Client, count: usize) {
+    let publisher = Publisher::new(client.clone(), 64);
+    for n in 0..count {
+        let order = OrderCreated {
+            order_id: format!("crash-{n}"),
+            line_items: vec![LineItem {
+                sku: "SKU-F".into(),
+                quantity: 1,
+                unit_price: None,
+            }],
+            ..Default::default()
+        };
+        let event = Event {
+            id: format!("evt-crash-{n}"),
+            source: "shop".into(),
+            r#type: "order.created".into(),
+            content_type: "application/json".into(),
+            payload: serde_json::to_vec(&order).unwrap().into(),
+            ..Event::default()
+        };
+        publisher
+            .publish_event(
+                "events.shop.order.created".into(),
+                &event,
+                &format!("m-crash-{n}"),
+                Instant::now() + Duration::from_secs(5),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Events the ledger shows applied, read from the database itself.
+async fn applied(database_url: &str) -> i64 {
+    let store =
+        hookbus_store::Store::open(database_url, hookbus_inventory::store::migrations())
+            .await
+            .unwrap();
+    let (count,): (i64,) = hookbus_store::sqlx::query_as(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM processed_events WHERE consumer = 'inventory'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    store.pool().close().await;
+    count
+}
+
+fn stop(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}
+
+/// Orders wait on the stream while the inventory is down; it comes up with the failpoint, takes
+/// them in batches, commits the first batch and dies before its acks. After a restart without
+/// the failpoint the batch is delivered again and changes nothing.
+async fn crash_after_a_batch_commit(database_url: &str) {
+    const ORDERS: usize = 40;
     let server = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}", dir.path().join("inventory.db").display());
     let port = free_port();
     let http = http_client();
     let client = hookbus_bus::connect(
@@ -67,12 +124,12 @@ async fn a_crash_between_commit_and_ack_does_not_decrement_twice() {
     .unwrap();
     let js = jetstream::new(client.clone());
 
-    // First run: set the stock, then crash on the first event after committing it.
-    let mut first = spawn(&server, &database_url, port, true);
+    // A first run sets the stock and creates the durable consumer, then stops.
+    let mut first = spawn(&server, database_url, port, false);
     wait_until("inventory up", || async {
         http.put(format!("http://127.0.0.1:{port}/v1/stock/SKU-F"))
             .bearer_auth("failpoint-token-0123")
-            .json(&serde_json::json!({"level": 10}))
+            .json(&serde_json::json!({"level": 100}))
             .send()
             .await
             .is_ok_and(|r| r.status() == 200)
@@ -87,34 +144,16 @@ async fn a_crash_between_commit_and_ack_does_not_decrement_twice() {
             .is_ok()
     })
     .await;
-    let order = OrderCreated {
-        order_id: "crash-1".into(),
-        line_items: vec![LineItem {
-            sku: "SKU-F".into(),
-            quantity: 4,
-            unit_price: None,
-        }],
-        ..Default::default()
-    };
-    let event = Event {
-        id: "evt-crash-1".into(),
-        source: "shop".into(),
-        r#type: "order.created".into(),
-        content_type: "application/json".into(),
-        payload: serde_json::to_vec(&order).unwrap().into(),
-        ..Event::default()
-    };
-    Publisher::new(client.clone(), 8)
-        .publish_event(
-            "events.shop.order.created".into(),
-            &event,
-            "m-crash-1",
-            Instant::now() + Duration::from_secs(5),
-            &Default::default(),
-        )
+    stop(&first);
+    tokio::task::spawn_blocking(move || first.wait())
         .await
+        .unwrap()
         .unwrap();
-    let status = tokio::task::spawn_blocking(move || first.wait())
+
+    // The orders wait; the next run takes them in batches and crashes after its first commit.
+    publish_orders(&client, ORDERS).await;
+    let mut crashing = spawn(&server, database_url, port, true);
+    let status = tokio::task::spawn_blocking(move || crashing.wait())
         .await
         .unwrap()
         .unwrap();
@@ -122,27 +161,54 @@ async fn a_crash_between_commit_and_ack_does_not_decrement_twice() {
         !status.success(),
         "the failpoint aborted the process: {status:?}"
     );
+    let committed = applied(database_url).await;
+    assert!(
+        committed > 1 && committed <= ORDERS as i64,
+        "a batch of several orders was committed before the crash: {committed}"
+    );
 
-    // Second run: the unacked message comes back after ack_wait and must change nothing.
-    let mut second = spawn(&server, &database_url, port, false);
-    wait_until("the redelivery is acked", || async {
+    // The unacked batch comes back after ack_wait and must change nothing.
+    let third = spawn(&server, database_url, port, false);
+    wait_until("every order is acked", || async {
         let stream = js.get_stream("EVENTS").await.unwrap();
         match stream
             .get_consumer::<consumer::pull::Config>("inventory")
             .await
         {
             Ok(mut c) => c.info().await.is_ok_and(|i| {
-                i.num_redelivered == 0 && i.num_ack_pending == 0 && i.ack_floor.stream_sequence >= 2
+                i.num_pending == 0 && i.num_ack_pending == 0 && i.ack_floor.stream_sequence >= 1
             }),
             Err(_) => false,
         }
     })
     .await;
-    assert_eq!(level(&http, port, "SKU-F").await, Some(6), "10 - 4, once");
-    let _ = Command::new("kill")
-        .args(["-TERM", &second.id().to_string()])
-        .status();
-    let _ = tokio::task::spawn_blocking(move || second.wait()).await;
+    assert_eq!(
+        level(&http, port, "SKU-F").await,
+        Some(100 - ORDERS as i64),
+        "100 - 1 per order, each once"
+    );
+    assert_eq!(applied(database_url).await, ORDERS as i64);
+    stop(&third);
+    let mut third = third;
+    let _ = tokio::task::spawn_blocking(move || third.wait()).await;
+}
+
+#[tokio::test]
+async fn a_crash_between_a_batch_commit_and_its_acks_applies_nothing_twice_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("inventory.db").display());
+    crash_after_a_batch_commit(&database_url).await;
+}
+
+#[tokio::test]
+async fn a_crash_between_a_batch_commit_and_its_acks_applies_nothing_twice_on_postgres() {
+    let database_url = hookbus_store::testing::fresh_postgres_database()
+        .await
+        .expect("the machine's PostgreSQL");
+    crash_after_a_batch_commit(&database_url).await;
+    hookbus_store::testing::drop_postgres_database(&database_url)
+        .await
+        .unwrap();
 }
 
 /// An HTTP client for the test (reqwest needs the process's rustls provider first).
