@@ -27,6 +27,7 @@ impl Config {
                 "must be more than 0",
             ));
         }
+        hookbus_bus::consumer::check_batch_size("analytics.batch_size", config.analytics.batch_size)?;
         if config.analytics.subjects.is_empty() {
             return Err(ConfigError::invalid(
                 "analytics.subjects",
@@ -52,8 +53,14 @@ pub struct AnalyticsConfig {
     pub start: StartPosition,
     /// What it counts (default everything, `events.>`).
     pub subjects: Vec<String>,
-    /// Handlers at once.
+    /// Batches counted at once.
     pub concurrency: usize,
+    /// The most events counted in one transaction (those already delivered; a batch is never
+    /// waited for).
+    pub batch_size: usize,
+    /// Wait for the broker to confirm each ack. Off by default: the ledger makes an event
+    /// delivered again after a lost ack harmless.
+    pub confirm_acks: bool,
 }
 
 impl Default for AnalyticsConfig {
@@ -64,7 +71,9 @@ impl Default for AnalyticsConfig {
             consumer: "analytics".into(),
             start: StartPosition::All,
             subjects: vec!["events.>".into()],
-            concurrency: 8,
+            concurrency: 2,
+            batch_size: 64,
+            confirm_acks: false,
         }
     }
 }

@@ -32,6 +32,63 @@ struct AppState {
     client: async_nats::Client,
 }
 
+/// The consumer's handler: a batch counted in one transaction.
+struct Handler {
+    store: Store,
+    consumer: Arc<str>,
+    counted: Counter<u64>,
+    repeated: Counter<u64>,
+    max_deliveries: u64,
+}
+
+impl Handler {
+    async fn handle(&self, batch: Vec<Delivery>) -> Vec<Outcome> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
+        let attempts: Vec<u64> = batch.iter().map(|d| d.attempt).collect();
+        let events: Vec<store::Counted> = batch
+            .into_iter()
+            .map(|delivery| store::Counted {
+                latency_ms: delivery.event.received_at.as_ref().map_or(0, |t| {
+                    now - (t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+                }),
+                stream_sequence: delivery.stream_sequence,
+                event: delivery.event,
+            })
+            .collect();
+        let results = hookbus_store::apply_split(&self.store, &events, |tx, events| {
+            let consumer = self.consumer.clone();
+            Box::pin(async move { store::record_batch(tx, &consumer, events).await })
+        })
+        .await;
+        results
+            .into_iter()
+            .zip(attempts)
+            .map(|(result, attempt)| match result {
+                Ok(true) => {
+                    self.counted.inc();
+                    Outcome::Ack
+                }
+                Ok(false) => {
+                    self.repeated.inc();
+                    Outcome::Ack
+                }
+                Err(e) if attempt >= self.max_deliveries => Outcome::Reject {
+                    reason: format!("{e} (gave up after {attempt} deliveries)"),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "counting failed, will retry");
+                    Outcome::Retry {
+                        after: Duration::from_millis(500 * attempt.min(10)),
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
 /// Runs analytics until `shutdown`: the consumer (starting at `all`) and the stats API.
 pub async fn run(
     config: Config,
@@ -57,53 +114,24 @@ pub async fn run(
     let mut spec = ConsumerSpec::new(settings.consumer.clone(), &subjects)
         .start(settings.start)
         .concurrency(settings.concurrency)
+        .batch_size(settings.batch_size)
+        .confirm_acks(settings.confirm_acks)
         .metrics(&hookbus_bus::ConsumerMetrics::register(&mut registry));
     spec.stream = config.nats.events.clone();
     hookbus_store::track(&mut spec, store.pool());
-    let (handler_store, consumer_name) =
-        (store.clone(), Arc::<str>::from(settings.consumer.as_str()));
-    let consumer = tokio::spawn(hookbus_bus::run_consumer(
+    let handler = Arc::new(Handler {
+        store: store.clone(),
+        consumer: settings.consumer.as_str().into(),
+        counted,
+        repeated,
+        max_deliveries: spec.max_deliveries as u64,
+    });
+    let consumer = tokio::spawn(hookbus_bus::run_batch_consumer(
         client.clone(),
         spec,
-        move |delivery: Delivery| {
-            let (store, name, counted, repeated) = (
-                handler_store.clone(),
-                consumer_name.clone(),
-                counted.clone(),
-                repeated.clone(),
-            );
-            async move {
-                let latency_ms = delivery.event.received_at.as_ref().map_or(0, |t| {
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .unwrap_or_default();
-                    (now.as_millis() as i64) - (t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
-                });
-                match store::record(
-                    &store,
-                    &name,
-                    &delivery.event,
-                    delivery.stream_sequence,
-                    latency_ms,
-                )
-                .await
-                {
-                    Ok(true) => {
-                        counted.inc();
-                        Outcome::Ack
-                    }
-                    Ok(false) => {
-                        repeated.inc();
-                        Outcome::Ack
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "counting failed, will retry");
-                        Outcome::Retry {
-                            after: Duration::from_millis(500 * delivery.attempt.min(10)),
-                        }
-                    }
-                }
-            }
+        move |batch| {
+            let handler = handler.clone();
+            async move { handler.handle(batch).await }
         },
         shutdown.clone(),
     ));

@@ -1,8 +1,13 @@
-//! Counting an event, once: ledger claim, per-minute count and order revenue in one transaction.
+//! Counting events, once: a batch's ledger claims, per-minute counts and order revenue in one
+//! transaction.
+
+use std::collections::{BTreeMap, HashSet};
+
 
 use hookbus_commerce::CommerceEvent;
 use hookbus_proto::v1::Event;
-use hookbus_store::sqlx::{self, Row};
+use hookbus_store::batch::{ROWS_PER_STATEMENT, placeholders};
+use hookbus_store::sqlx::{self, Any, Row, Transaction};
 use hookbus_store::{Migrations, Store, StoreError};
 use serde::Serialize;
 
@@ -14,48 +19,94 @@ pub fn migrations() -> Migrations {
     )])
 }
 
-/// Counts `event` for `consumer` unless it was counted before; `true` when counted now.
-pub async fn record(
-    store: &Store,
+/// One event to count, with its stream sequence and its ingest-to-process latency.
+#[derive(Debug, Clone)]
+pub struct Counted {
+    pub event: Event,
+    pub stream_sequence: u64,
+    pub latency_ms: i64,
+}
+
+/// Counts each event for `consumer` unless it was counted before, in `tx`: the ledger claims in
+/// one statement, then the counts and the revenue summed per row in memory and added in one
+/// statement each (rows in key order, so concurrent batches lock them in one order). Per event,
+/// whether it was counted now.
+pub async fn record_batch(
+    tx: &mut Transaction<'static, Any>,
     consumer: &str,
-    event: &Event,
-    stream_sequence: u64,
-    latency_ms: i64,
-) -> Result<bool, StoreError> {
-    let received = event.received_at.as_ref().map_or(0, |t| t.seconds);
-    let mut tx = store.begin().await?;
-    if !hookbus_store::claim(&mut tx, consumer, &event.id, stream_sequence).await? {
-        tx.rollback().await?;
-        return Ok(false);
+    events: &[Counted],
+) -> Result<Vec<bool>, StoreError> {
+    let ids: Vec<(&str, u64)> = events
+        .iter()
+        .map(|c| (c.event.id.as_str(), c.stream_sequence))
+        .collect();
+    let claimed = hookbus_store::claim_all(tx, consumer, &ids).await?;
+    let mut first = HashSet::with_capacity(events.len());
+    let mut counts: BTreeMap<(i64, &str, &str), (i64, i64)> = BTreeMap::new();
+    let mut revenue: BTreeMap<(i64, String), (i64, i64)> = BTreeMap::new();
+    let mut fresh = Vec::with_capacity(events.len());
+    for counted in events {
+        let event = &counted.event;
+        let now = claimed.contains(&event.id) && first.insert(event.id.as_str());
+        fresh.push(now);
+        if !now {
+            continue;
+        }
+        let received = event.received_at.as_ref().map_or(0, |t| t.seconds);
+        let count = counts
+            .entry((
+                received - received.rem_euclid(60),
+                event.source.as_str(),
+                event.r#type.as_str(),
+            ))
+            .or_default();
+        count.0 += 1;
+        count.1 += counted.latency_ms.max(0);
+        // Revenue from orders; a payload that is not a readable order is counted, not summed.
+        if let Ok(Some(CommerceEvent::OrderCreated(order))) = hookbus_commerce::adapt(event)
+            && let Some(total) = order.total
+        {
+            let sum = revenue
+                .entry((received - received.rem_euclid(3600), total.currency))
+                .or_default();
+            sum.0 = sum.0.saturating_add(total.amount_minor);
+            sum.1 += 1;
+        }
     }
-    sqlx::query(
-        "INSERT INTO event_counts (minute, source, type, count, latency_ms_sum) VALUES ($1, $2, $3, 1, $4) \
-         ON CONFLICT (minute, source, type) DO UPDATE SET count = event_counts.count + 1, \
-         latency_ms_sum = event_counts.latency_ms_sum + $4",
-    )
-    .bind(received - received.rem_euclid(60))
-    .bind(&event.source)
-    .bind(&event.r#type)
-    .bind(latency_ms.max(0))
-    .execute(&mut *tx)
-    .await?;
-    // Revenue from orders; a payload that is not a readable order is counted, not summed.
-    if let Ok(Some(CommerceEvent::OrderCreated(order))) = hookbus_commerce::adapt(event)
-        && let Some(total) = order.total
-    {
-        sqlx::query(
-            "INSERT INTO revenue (hour, currency, amount_minor, orders) VALUES ($1, $2, $3, 1) \
-             ON CONFLICT (hour, currency) DO UPDATE SET amount_minor = revenue.amount_minor + $3, \
-             orders = revenue.orders + 1",
-        )
-        .bind(received - received.rem_euclid(3600))
-        .bind(&total.currency)
-        .bind(total.amount_minor)
-        .execute(&mut *tx)
-        .await?;
+    let counts: Vec<_> = counts.into_iter().collect();
+    for chunk in counts.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO event_counts (minute, source, type, count, latency_ms_sum) VALUES {} \
+             ON CONFLICT (minute, source, type) DO UPDATE SET count = event_counts.count + excluded.count, \
+             latency_ms_sum = event_counts.latency_ms_sum + excluded.latency_ms_sum",
+            placeholders(chunk.len(), 5, 1)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for ((minute, source, event_type), (count, latency)) in chunk {
+            query = query
+                .bind(*minute)
+                .bind(*source)
+                .bind(*event_type)
+                .bind(*count)
+                .bind(*latency);
+        }
+        query.execute(&mut **tx).await?;
     }
-    tx.commit().await?;
-    Ok(true)
+    let revenue: Vec<_> = revenue.into_iter().collect();
+    for chunk in revenue.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO revenue (hour, currency, amount_minor, orders) VALUES {} \
+             ON CONFLICT (hour, currency) DO UPDATE SET amount_minor = revenue.amount_minor + excluded.amount_minor, \
+             orders = revenue.orders + excluded.orders",
+            placeholders(chunk.len(), 4, 1)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for ((hour, currency), (amount, orders)) in chunk {
+            query = query.bind(*hour).bind(currency).bind(*amount).bind(*orders);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(fresh)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -95,12 +95,7 @@ impl InventoryConfig {
                 "must be more than 0",
             ));
         }
-        if !(1..=1000).contains(&self.batch_size) {
-            return Err(ConfigError::invalid(
-                "inventory.batch_size",
-                "must be 1 to 1000",
-            ));
-        }
+        hookbus_bus::consumer::check_batch_size("inventory.batch_size", self.batch_size)?;
         if self
             .api_token
             .as_ref()

@@ -30,7 +30,7 @@ use crate::streams::EVENTS_STREAM;
 use message::{
     Handler, SHUTDOWN_NAK_DELAY, Shared, process, wait_for_slot, watch_max_deliveries,
 };
-pub use spec::{Checkpoint, ConsumerSpec, Delivery, Outcome, ResumePoint, StartPosition};
+pub use spec::{check_batch_size, Checkpoint, ConsumerSpec, Delivery, Outcome, ResumePoint, StartPosition};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {

@@ -143,6 +143,15 @@ impl std::fmt::Debug for ConsumerSpec {
     }
 }
 
+/// Checks a service's `batch_size` setting (`key` names it in the error): 1 to 1,000.
+pub fn check_batch_size(key: &str, batch_size: usize) -> Result<(), hookbus_config::ConfigError> {
+    if (1..=1000).contains(&batch_size) {
+        Ok(())
+    } else {
+        Err(hookbus_config::ConfigError::invalid(key, "must be 1 to 1000"))
+    }
+}
+
 impl ConsumerSpec {
     /// Defaults: start `new`, 16 handlers, batches of up to 64, confirmed acks, 5 deliveries, 10,000 unacknowledged at the server, 30 s
     /// ack wait, back-off 1 s, 5 s, 30 s, 2 min.
