@@ -46,8 +46,14 @@ pub struct NotificationsConfig {
     /// Where the consumer starts when it is created for the first time: `new` (default), `all`,
     /// or an RFC 3339 time.
     pub start: StartPosition,
-    /// Events handled at once.
+    /// Batches handled at once.
     pub concurrency: usize,
+    /// The most events handled as one batch (those already delivered; a batch is never waited
+    /// for). A batch's sends run in parallel, up to 32 at once.
+    pub batch_size: usize,
+    /// Wait for the broker to confirm each ack. Off by default: the ledger of sends makes an
+    /// event delivered again after a lost ack harmless.
+    pub confirm_acks: bool,
     /// How long the broker waits for an ack (in-progress acks extend it while a send runs).
     #[serde(with = "duration")]
     pub ack_wait: Duration,
@@ -72,7 +78,9 @@ impl Default for NotificationsConfig {
             database_url: "sqlite://./data/notifications.db".into(),
             consumer: "notifications".into(),
             start: StartPosition::New,
-            concurrency: 4,
+            concurrency: 2,
+            batch_size: 64,
+            confirm_acks: false,
             ack_wait: Duration::from_secs(30),
             max_deliveries: 8,
             retry_backoff: [5, 30, 120, 600, 1800].map(Duration::from_secs).to_vec(),
@@ -242,6 +250,7 @@ impl NotificationsConfig {
                 "must be more than 0",
             ));
         }
+        hookbus_bus::consumer::check_batch_size("notifications.batch_size", self.batch_size)?;
         if self.max_deliveries < 1 {
             return Err(ConfigError::invalid(
                 "notifications.max_deliveries",

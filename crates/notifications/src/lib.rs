@@ -21,6 +21,8 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use hookbus_bus::{ConsumerSpec, Delivery, Outcome};
 use hookbus_store::Store;
 use prometheus_client::metrics::counter::Counter;
@@ -50,96 +52,162 @@ struct Handler {
     metrics: Metrics,
 }
 
+/// A notification to send: the event's place in the batch, the rule, what it renders to.
+struct Notification<'a> {
+    event: usize,
+    rule: &'a rules::Rule,
+    rendered: Rendered,
+}
+
+/// What became of an event's rules in this batch.
+#[derive(Default)]
+struct Progress {
+    /// A failure worth another delivery (the last one told).
+    retry: Option<String>,
+    /// What can never be sent.
+    permanent: Vec<String>,
+}
+
+/// Sends made at once within a batch, at most.
+const PARALLEL_SENDS: usize = 32;
+
 impl Handler {
-    async fn handle(&self, delivery: Delivery) -> Outcome {
-        let context = self.rules.context(&delivery);
-        let event_id = &delivery.event.id;
-        // Every matching rule is tried: a rule that fails does not keep the others from sending.
-        let mut retry: Option<String> = None;
-        let mut permanent: Vec<String> = Vec::new();
-        for rule in self.rules.matching(&delivery.subject) {
-            match store::was_sent(&self.store, &rule.name, event_id).await {
-                Ok(true) => {
+    /// Sends what a batch's events call for, in parallel, recording each send in the ledger as
+    /// it completes (those that complete together in one statement); one outcome per event.
+    async fn handle(&self, batch: Vec<Delivery>) -> Vec<Outcome> {
+        let mut progress: Vec<Progress> = batch.iter().map(|_| Progress::default()).collect();
+        let ids: Vec<&str> = batch.iter().map(|d| d.event.id.as_str()).collect();
+        let sent = match store::sent_among(&self.store, &ids).await {
+            Ok(sent) => sent,
+            Err(e) => {
+                // Nothing is sent without knowing what was sent before.
+                return self.outcomes(&batch, vec![Some(format!("ledger: {e}")); batch.len()].into_iter().map(|retry| Progress { retry, permanent: Vec::new() }).collect());
+            }
+        };
+        let mut sends = Vec::new();
+        for (event, delivery) in batch.iter().enumerate() {
+            let context = self.rules.context(delivery);
+            // Every matching rule is tried: a rule that fails does not keep the others from
+            // sending.
+            for rule in self.rules.matching(&delivery.subject) {
+                if sent.contains(&(rule.name.clone(), delivery.event.id.clone())) {
                     self.metrics.repeated.inc();
                     continue;
                 }
-                Ok(false) => {}
-                Err(e) => {
-                    retry = Some(format!("ledger: {e}"));
-                    continue;
+                match self.rules.render(rule, &context) {
+                    Ok(rendered) => sends.push(Notification {
+                        event,
+                        rule,
+                        rendered,
+                    }),
+                    Err(e) => progress[event].permanent.push(e.to_string()),
                 }
-            }
-            let rendered = match self.rules.render(rule, &context) {
-                Ok(rendered) => rendered,
-                Err(e) => {
-                    permanent.push(e.to_string());
-                    continue;
-                }
-            };
-            if let Err(e) = self
-                .senders
-                .send((&rule.name, event_id), &rule.channel, &rendered)
-                .await
-            {
-                self.metrics.failed.inc();
-                if e.is_permanent() {
-                    permanent.push(format!("rule {}: {e}", rule.name));
-                    continue;
-                }
-                tracing::warn!(rule = %rule.name, event = %event_id, attempt = delivery.attempt, error = %e, "notification not sent, will retry");
-                retry = Some(format!("rule {}: {e}", rule.name));
-                continue;
-            }
-            self.metrics.sent.inc();
-            let sent = store::Sent {
-                rule: rule.name.clone(),
-                event_id: event_id.clone(),
-                channel: rule.channel.kind().as_str().into(),
-                recipient: rendered.recipient,
-                sent_at: unix_now(),
-            };
-            // Sent but not recorded: a crash here sends it again on redelivery (at least once).
-            if let Err(e) = store::record_sent(&self.store, &sent).await {
-                retry = Some(format!("ledger: {e}"));
             }
         }
-        if retry.is_none()
-            && permanent.is_empty()
-            && let Err(e) = store::finish(
-                &self.store,
-                &self.consumer,
-                event_id,
-                delivery.stream_sequence,
-            )
-            .await
-        {
-            retry = Some(format!("ledger: {e}"));
+        let mut waiting = sends.into_iter();
+        let mut in_flight = FuturesUnordered::new();
+        in_flight.extend(waiting.by_ref().take(PARALLEL_SENDS).map(|send| self.send(&batch, send)));
+        while let Some(first) = in_flight.next().await {
+            // What completed together is recorded together.
+            let mut done = vec![first];
+            while let Some(Some(next)) = in_flight.next().now_or_never() {
+                done.push(next);
+            }
+            in_flight.extend(waiting.by_ref().take(done.len()).map(|send| self.send(&batch, send)));
+            let mut records = Vec::with_capacity(done.len());
+            let mut recorded_for = Vec::with_capacity(done.len());
+            for (send, result) in done {
+                let delivery = &batch[send.event];
+                match result {
+                    Ok(()) => {
+                        self.metrics.sent.inc();
+                        recorded_for.push(send.event);
+                        records.push(store::Sent {
+                            rule: send.rule.name.clone(),
+                            event_id: delivery.event.id.clone(),
+                            channel: send.rule.channel.kind().as_str().into(),
+                            recipient: send.rendered.recipient,
+                            sent_at: unix_now(),
+                        });
+                    }
+                    Err(e) => {
+                        self.metrics.failed.inc();
+                        let rule = &send.rule.name;
+                        if e.is_permanent() {
+                            progress[send.event].permanent.push(format!("rule {rule}: {e}"));
+                        } else {
+                            tracing::warn!(%rule, event = %delivery.event.id, attempt = delivery.attempt, error = %e, "notification not sent, will retry");
+                            progress[send.event].retry = Some(format!("rule {rule}: {e}"));
+                        }
+                    }
+                }
+            }
+            // Sent but not recorded: a crash here sends them again on redelivery (at least once).
+            if let Err(e) = store::record_sent(&self.store, &records).await {
+                for event in recorded_for {
+                    progress[event].retry = Some(format!("ledger: {e}"));
+                }
+            }
         }
-        match retry {
-            // Nothing left to try again: done, or dead-lettered for what can never be sent.
-            None if permanent.is_empty() => Outcome::Ack,
-            None => Outcome::Reject {
-                reason: permanent.join("; "),
-            },
-            // The last allowed delivery: dead-letter with every cause rather than the runtime's
-            // generic "still failing".
-            Some(reason) if delivery.attempt >= self.max_deliveries => {
-                permanent.push(format!(
-                    "{reason} (gave up after {} deliveries)",
-                    delivery.attempt
-                ));
-                Outcome::Reject {
+        let done: Vec<(&str, u64)> = batch
+            .iter()
+            .zip(&progress)
+            .filter(|(_, p)| p.retry.is_none() && p.permanent.is_empty())
+            .map(|(d, _)| (d.event.id.as_str(), d.stream_sequence))
+            .collect();
+        if let Err(e) = store::finish(&self.store, &self.consumer, &done).await {
+            for p in &mut progress {
+                if p.retry.is_none() && p.permanent.is_empty() {
+                    p.retry = Some(format!("ledger: {e}"));
+                }
+            }
+        }
+        self.outcomes(&batch, progress)
+    }
+
+    async fn send<'a>(
+        &'a self,
+        batch: &'a [Delivery],
+        send: Notification<'a>,
+    ) -> (Notification<'a>, Result<(), SendError>) {
+        let event_id = &batch[send.event].event.id;
+        let result = self
+            .senders
+            .send((&send.rule.name, event_id), &send.rule.channel, &send.rendered)
+            .await;
+        (send, result)
+    }
+
+    fn outcomes(&self, batch: &[Delivery], progress: Vec<Progress>) -> Vec<Outcome> {
+        batch
+            .iter()
+            .zip(progress)
+            .map(|(delivery, Progress { retry, mut permanent })| match retry {
+                // Nothing left to try again: done, or dead-lettered for what can never be sent.
+                None if permanent.is_empty() => Outcome::Ack,
+                None => Outcome::Reject {
                     reason: permanent.join("; "),
+                },
+                // The last allowed delivery: dead-letter with every cause rather than the
+                // runtime's generic "still failing".
+                Some(reason) if delivery.attempt >= self.max_deliveries => {
+                    permanent.push(format!(
+                        "{reason} (gave up after {} deliveries)",
+                        delivery.attempt
+                    ));
+                    Outcome::Reject {
+                        reason: permanent.join("; "),
+                    }
                 }
-            }
-            Some(_) => {
-                let index = (delivery.attempt.saturating_sub(1) as usize)
-                    .min(self.retry_backoff.len().saturating_sub(1));
-                Outcome::Retry {
-                    after: self.retry_backoff.get(index).copied().unwrap_or_default(),
+                Some(_) => {
+                    let index = (delivery.attempt.saturating_sub(1) as usize)
+                        .min(self.retry_backoff.len().saturating_sub(1));
+                    Outcome::Retry {
+                        after: self.retry_backoff.get(index).copied().unwrap_or_default(),
+                    }
                 }
-            }
-        }
+            })
+            .collect()
     }
 }
 
@@ -197,6 +265,8 @@ pub async fn run(
     )
     .start(settings.start)
     .concurrency(settings.concurrency)
+    .batch_size(settings.batch_size)
+    .confirm_acks(settings.confirm_acks)
     .metrics(&hookbus_bus::ConsumerMetrics::register(&mut registry));
     spec.stream = config.nats.events.clone();
     spec.ack_wait = settings.ack_wait;
@@ -212,12 +282,12 @@ pub async fn run(
         max_deliveries: settings.max_deliveries as u64,
         metrics,
     });
-    let consumer = tokio::spawn(hookbus_bus::run_consumer(
+    let consumer = tokio::spawn(hookbus_bus::run_batch_consumer(
         client.clone(),
         spec,
-        move |delivery| {
+        move |batch| {
             let handler = handler.clone();
-            async move { handler.handle(delivery).await }
+            async move { handler.handle(batch).await }
         },
         shutdown.clone(),
     ));

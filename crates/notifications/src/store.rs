@@ -1,5 +1,8 @@
 //! The ledger of sent notifications: one row per (rule, event).
 
+use std::collections::HashSet;
+
+use hookbus_store::batch::{ROWS_PER_STATEMENT, parameter_list, placeholders};
 use hookbus_store::sqlx::{self, Row};
 use hookbus_store::{Migrations, Store, StoreError};
 use serde::Serialize;
@@ -12,42 +15,63 @@ pub fn migrations() -> Migrations {
     )])
 }
 
-/// Whether `rule` was sent for `event_id`.
-pub async fn was_sent(store: &Store, rule: &str, event_id: &str) -> Result<bool, StoreError> {
-    let row = sqlx::query("SELECT 1 FROM notifications_sent WHERE rule = $1 AND event_id = $2")
-        .bind(rule)
-        .bind(event_id)
-        .fetch_optional(store.pool())
-        .await?;
-    Ok(row.is_some())
+/// The `(rule, event id)` pairs among `event_ids` that the ledger shows sent.
+pub async fn sent_among(
+    store: &Store,
+    event_ids: &[&str],
+) -> Result<HashSet<(String, String)>, StoreError> {
+    let mut sent = HashSet::new();
+    for chunk in event_ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT rule, event_id FROM notifications_sent WHERE event_id IN ({})",
+            parameter_list(chunk.len(), 1)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(store.pool()).await? {
+            sent.insert((row.try_get("rule")?, row.try_get("event_id")?));
+        }
+    }
+    Ok(sent)
 }
 
-/// Records that `rule` was sent for `event_id` (a second record of the same pair is a no-op).
-pub async fn record_sent(store: &Store, sent: &Sent) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO notifications_sent (rule, event_id, channel, recipient, sent_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (rule, event_id) DO NOTHING",
-    )
-    .bind(&sent.rule)
-    .bind(&sent.event_id)
-    .bind(&sent.channel)
-    .bind(&sent.recipient)
-    .bind(sent.sent_at)
-    .execute(store.pool())
-    .await?;
+/// Records sends in one statement per [`ROWS_PER_STATEMENT`] (a pair recorded before is left
+/// as it was).
+pub async fn record_sent(store: &Store, sends: &[Sent]) -> Result<(), StoreError> {
+    for chunk in sends.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO notifications_sent (rule, event_id, channel, recipient, sent_at) \
+             VALUES {} ON CONFLICT (rule, event_id) DO NOTHING",
+            placeholders(chunk.len(), 5, 1)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for sent in chunk {
+            query = query
+                .bind(&sent.rule)
+                .bind(&sent.event_id)
+                .bind(&sent.channel)
+                .bind(&sent.recipient)
+                .bind(sent.sent_at);
+        }
+        query.execute(store.pool()).await?;
+    }
     Ok(())
 }
 
-/// Records that every rule for the event is done, with its stream sequence (where a recreated
-/// consumer resumes).
+/// Records that every rule for these events is done, with their stream sequences (where a
+/// recreated consumer resumes), in one transaction.
 pub async fn finish(
     store: &Store,
     consumer: &str,
-    event_id: &str,
-    stream_sequence: u64,
+    events: &[(&str, u64)],
 ) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
     let mut tx = store.begin().await?;
-    hookbus_store::claim(&mut tx, consumer, event_id, stream_sequence).await?;
+    hookbus_store::claim_all(&mut tx, consumer, events).await?;
     tx.commit().await?;
     Ok(())
 }

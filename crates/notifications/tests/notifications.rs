@@ -625,3 +625,138 @@ template = "{{{{ event.id }}}}"
     );
     running.stop().await;
 }
+
+/// A chat webhook that holds each post 100 ms, counts the posts it holds at once, and fails the
+/// first post for order `n-3`.
+#[derive(Clone, Default)]
+struct SlowChat {
+    texts: Arc<Mutex<Vec<String>>>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    most_at_once: Arc<std::sync::atomic::AtomicUsize>,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn batch_sends_in_parallel(database_url: &str) {
+    let chat = SlowChat::default();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |State(chat): State<SlowChat>, Json(body): Json<serde_json::Value>| async move {
+                    let now = chat.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    chat.most_at_once.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    chat.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    let text = body["text"].as_str().unwrap_or_default().to_owned();
+                    chat.texts.lock().unwrap().push(text.clone());
+                    if text == "n-3" && !chat.failed.swap(true, Ordering::SeqCst) {
+                        return StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    StatusCode::OK
+                },
+            ),
+        )
+        .with_state(chat.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // Twenty orders wait on the stream before the service starts, so they come as a batch.
+    let server = NatsServer::start();
+    let client = hookbus_bus::connect(
+        &NatsConfig {
+            url: server.url(),
+            ..NatsConfig::default()
+        },
+        "test",
+    )
+    .await
+    .unwrap();
+    let publisher = Publisher::new(client.clone(), 64);
+    hookbus_bus::ensure_events_stream(publisher.jetstream(), &Default::default())
+        .await
+        .unwrap();
+    for n in 0..20 {
+        let event = Event {
+            id: format!("evt-n-{n}"),
+            source: "shop".into(),
+            r#type: "order.created".into(),
+            content_type: "application/json".into(),
+            payload: serde_json::to_vec(&order(&format!("n-{n}"), "buyer@example.com"))
+                .unwrap()
+                .into(),
+            ..Event::default()
+        };
+        publisher
+            .publish_event(
+                "events.shop.order.created".into(),
+                &event,
+                &event.id,
+                Instant::now() + Duration::from_secs(5),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let toml = format!(
+        "start = \"all\"\nbatch_size = 64\nmax_deliveries = 3\nretry_backoff = [\"200ms\"]\n\
+         [notifications.rules.chat]\nsubjects = [\"events.*.order.created\"]\nchannel = \"webhook\"\n\
+         url = \"{url}\"\ntemplate = \"{{{{ order.id }}}}\"\n"
+    );
+    let (base, shutdown, handle) = spawn_service(&server.url(), database_url, &toml).await;
+
+    // Every order posted; n-3 twice (its first post failed), the others once.
+    let js = jetstream::new(client.clone());
+    wait_for("every post, and the retry", async || {
+        (chat.texts.lock().unwrap().len() >= 21).then_some(())
+    })
+    .await;
+    wait_for("everything acked", async || {
+        let mut consumer = js
+            .get_stream("EVENTS")
+            .await
+            .ok()?
+            .get_consumer::<consumer::pull::Config>("notifications")
+            .await
+            .ok()?;
+        let info = consumer.info().await.ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+    })
+    .await;
+    let texts = chat.texts.lock().unwrap().clone();
+    for n in 0..20 {
+        let posts = texts.iter().filter(|t| **t == format!("n-{n}")).count();
+        assert_eq!(posts, if n == 3 { 2 } else { 1 }, "n-{n} in {texts:?}");
+    }
+    assert!(
+        chat.most_at_once.load(Ordering::SeqCst) > 1,
+        "a batch's posts ran in parallel"
+    );
+    // Each send recorded once, as it completed.
+    let sent: serde_json::Value = http_client()
+        .get(format!("{base}/v1/sent?limit=100"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sent["items"].as_array().unwrap().len(), 20);
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_sends_in_parallel_and_only_the_failed_send_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    batch_sends_in_parallel(&format!(
+        "sqlite://{}",
+        dir.path().join("notifications.db").display()
+    ))
+    .await;
+    let postgres = fresh_postgres_database()
+        .await
+        .expect("the machine's PostgreSQL");
+    batch_sends_in_parallel(&postgres).await;
+    drop_postgres_database(&postgres).await.unwrap();
+}
