@@ -1,5 +1,5 @@
-//! The outbox relay: publishes unsent rows in order with the row id as `Nats-Msg-Id`, then marks
-//! them sent. A relay that dies between the two publishes the row again on restart, and JetStream
+//! The outbox relay: publishes unsent rows in order, pipelined, with the row id as `Nats-Msg-Id`,
+//! then marks them sent. A relay that dies between the two publishes the row again on restart, and JetStream
 //! drops the repeat within its duplicate window; two replicas relaying at once are safe the same way.
 
 use std::sync::Arc;
@@ -9,6 +9,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hookbus_bus::Publisher;
 use hookbus_proto::v1::Event;
+use futures_util::future::join_all;
+use hookbus_store::batch::{ROWS_PER_STATEMENT, parameter_list};
 use hookbus_store::sqlx::{self, Row};
 use hookbus_store::{Store, StoreError};
 use prost::Message;
@@ -87,49 +89,48 @@ impl Relay {
         Ok(id)
     }
 
-    /// Publishes every unsent row (in batches of 100), then marks each batch sent in one
-    /// statement; returns how many.
+    /// Publishes every unsent row, in batches of 500 whose publishes are sent in id order without
+    /// waiting for each PubAck (the acks are awaited together), then marks each batch's
+    /// published rows sent in one statement; returns how many. A row whose publish fails is
+    /// published again by the next round, after the rows behind it.
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
         let mut relayed = 0;
         loop {
             let rows = sqlx::query(
                 "SELECT id, subject, event, traceparent FROM outbox \
-                 WHERE sent_at IS NULL ORDER BY id LIMIT 100",
+                 WHERE sent_at IS NULL ORDER BY id LIMIT 500",
             )
             .fetch_all(self.store.pool())
             .await?;
             if rows.is_empty() {
                 return Ok(relayed);
             }
+            let results = join_all(rows.iter().map(|row| self.publish_row(row))).await;
             let mut published = Vec::with_capacity(rows.len());
             let mut failure = None;
-            for row in rows {
-                match self.publish_row(&row).await {
+            for result in results {
+                match result {
                     Ok(id) => published.push(id),
                     Err(e) => {
-                        failure = Some(e);
-                        break;
+                        failure.get_or_insert(e);
                     }
                 }
             }
             hookbus_bus::failpoint("inventory-relay-after-publish");
             // One statement marks the whole batch: fewer writes competing with the consumer's
             // transactions (SQLite has one writer).
-            if !published.is_empty() {
-                let placeholders: Vec<String> = (0..published.len())
-                    .map(|i| format!("${}", i + 2))
-                    .collect();
+            for chunk in published.chunks(ROWS_PER_STATEMENT) {
                 let sql = format!(
                     "UPDATE outbox SET sent_at = $1 WHERE id IN ({})",
-                    placeholders.join(", ")
+                    parameter_list(chunk.len(), 2)
                 );
                 let mut update = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(unix_now());
-                for id in &published {
+                for id in chunk {
                     update = update.bind(id);
                 }
                 update.execute(self.store.pool()).await?;
-                relayed += published.len();
             }
+            relayed += published.len();
             if let Some(e) = failure {
                 return Err(e);
             }
