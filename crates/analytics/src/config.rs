@@ -27,7 +27,10 @@ impl Config {
                 "must be more than 0",
             ));
         }
-        hookbus_bus::consumer::check_batch_size("analytics.batch_size", config.analytics.batch_size)?;
+        hookbus_bus::consumer::check_batch_size(
+            "analytics.batch_size",
+            config.analytics.batch_size,
+        )?;
         if config.analytics.subjects.is_empty() {
             return Err(ConfigError::invalid(
                 "analytics.subjects",

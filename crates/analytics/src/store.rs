@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-
 use hookbus_commerce::CommerceEvent;
 use hookbus_proto::v1::Event;
 use hookbus_store::batch::{ROWS_PER_STATEMENT, placeholders};

@@ -655,7 +655,10 @@ async fn a_batch_handler_gets_what_is_there_and_each_outcome_settles_its_own_mes
     let letters = dead_letters(&client, 1).await;
     assert_eq!(letters.len(), 1);
     let headers = letters[0].headers.as_ref().unwrap();
-    assert_eq!(headers.get(REASON_HEADER).unwrap().as_str(), "b-7 is poison");
+    assert_eq!(
+        headers.get(REASON_HEADER).unwrap().as_str(),
+        "b-7 is poison"
+    );
     // Everything else was acked once: nothing pending, nothing delivered again.
     hookbus_e2e_wait(|| async {
         let info = consumer_info(&client, "batched").await;

@@ -23,7 +23,10 @@ use crate::store::{Cause, Inventory, StockLevel, unix_now};
 pub enum Effect {
     Commerce(CommerceEvent),
     /// Set (`Op::Set`) or add to (`Op::Add`) a SKU's level.
-    Adjust { sku: String, op: Op },
+    Adjust {
+        sku: String,
+        op: Op,
+    },
 }
 
 /// A change of one SKU's level.

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use futures_util::future::join_all;
 use hookbus_bus::Publisher;
 use hookbus_proto::v1::Event;
-use futures_util::future::join_all;
 use hookbus_store::batch::{ROWS_PER_STATEMENT, parameter_list};
 use hookbus_store::sqlx::{self, Row};
 use hookbus_store::{Store, StoreError};

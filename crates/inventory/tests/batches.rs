@@ -214,8 +214,12 @@ async fn events_in_one_batch_take_effect_as_one_at_a_time() {
     let sqlite = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
     one_batch_is_one_at_a_time(&sqlite("batched.db"), &sqlite("single.db")).await;
     let (batched, single) = (
-        fresh_postgres_database().await.expect("the machine's PostgreSQL"),
-        fresh_postgres_database().await.expect("the machine's PostgreSQL"),
+        fresh_postgres_database()
+            .await
+            .expect("the machine's PostgreSQL"),
+        fresh_postgres_database()
+            .await
+            .expect("the machine's PostgreSQL"),
     );
     one_batch_is_one_at_a_time(&batched, &single).await;
     drop_postgres_database(&batched).await.unwrap();
@@ -237,7 +241,11 @@ async fn a_poison_event_fails_alone(database_url: &str) {
         .unwrap();
     for n in 0..64 {
         let event = if n == 31 {
-            order("poison", "o-poison", &[("P-2", i64::MAX), ("P-2", i64::MAX)])
+            order(
+                "poison",
+                "o-poison",
+                &[("P-2", i64::MAX), ("P-2", i64::MAX)],
+            )
         } else {
             order(&format!("p-{n}"), &format!("o-{n}"), &[("P-1", 1)])
         };
@@ -298,17 +306,18 @@ async fn a_poison_event_fails_alone(database_url: &str) {
         reason.as_str().contains("o-poison") && reason.as_str().contains("overflow"),
         "{reason:?}"
     );
-    assert_eq!(
-        Event::decode(letter.payload.clone()).unwrap().id,
-        "poison"
-    );
+    assert_eq!(Event::decode(letter.payload.clone()).unwrap().id, "poison");
 
     // The other 63 took effect, once each.
     hookbus_bus::install_crypto_provider();
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let level = loop {
-        let r = http.get(format!("{base}/v1/stock/P-1")).send().await.unwrap();
+        let r = http
+            .get(format!("{base}/v1/stock/P-1"))
+            .send()
+            .await
+            .unwrap();
         if r.status() == 200 {
             let json: serde_json::Value = r.json().await.unwrap();
             if json["level"] == -63 || Instant::now() > deadline {

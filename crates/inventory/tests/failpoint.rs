@@ -85,10 +85,9 @@ async fn publish_orders(client: &async_nats::Client, count: usize) {
 
 /// Events the ledger shows applied, read from the database itself.
 async fn applied(database_url: &str) -> i64 {
-    let store =
-        hookbus_store::Store::open(database_url, hookbus_inventory::store::migrations())
-            .await
-            .unwrap();
+    let store = hookbus_store::Store::open(database_url, hookbus_inventory::store::migrations())
+        .await
+        .unwrap();
     let (count,): (i64,) = hookbus_store::sqlx::query_as(
         "SELECT CAST(COUNT(*) AS BIGINT) FROM processed_events WHERE consumer = 'inventory'",
     )

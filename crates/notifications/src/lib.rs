@@ -81,7 +81,16 @@ impl Handler {
             Ok(sent) => sent,
             Err(e) => {
                 // Nothing is sent without knowing what was sent before.
-                return self.outcomes(&batch, vec![Some(format!("ledger: {e}")); batch.len()].into_iter().map(|retry| Progress { retry, permanent: Vec::new() }).collect());
+                return self.outcomes(
+                    &batch,
+                    vec![Some(format!("ledger: {e}")); batch.len()]
+                        .into_iter()
+                        .map(|retry| Progress {
+                            retry,
+                            permanent: Vec::new(),
+                        })
+                        .collect(),
+                );
             }
         };
         let mut sends = Vec::new();
@@ -106,14 +115,24 @@ impl Handler {
         }
         let mut waiting = sends.into_iter();
         let mut in_flight = FuturesUnordered::new();
-        in_flight.extend(waiting.by_ref().take(PARALLEL_SENDS).map(|send| self.send(&batch, send)));
+        in_flight.extend(
+            waiting
+                .by_ref()
+                .take(PARALLEL_SENDS)
+                .map(|send| self.send(&batch, send)),
+        );
         while let Some(first) = in_flight.next().await {
             // What completed together is recorded together.
             let mut done = vec![first];
             while let Some(Some(next)) = in_flight.next().now_or_never() {
                 done.push(next);
             }
-            in_flight.extend(waiting.by_ref().take(done.len()).map(|send| self.send(&batch, send)));
+            in_flight.extend(
+                waiting
+                    .by_ref()
+                    .take(done.len())
+                    .map(|send| self.send(&batch, send)),
+            );
             let mut records = Vec::with_capacity(done.len());
             let mut recorded_for = Vec::with_capacity(done.len());
             for (send, result) in done {
@@ -134,7 +153,9 @@ impl Handler {
                         self.metrics.failed.inc();
                         let rule = &send.rule.name;
                         if e.is_permanent() {
-                            progress[send.event].permanent.push(format!("rule {rule}: {e}"));
+                            progress[send.event]
+                                .permanent
+                                .push(format!("rule {rule}: {e}"));
                         } else {
                             tracing::warn!(%rule, event = %delivery.event.id, attempt = delivery.attempt, error = %e, "notification not sent, will retry");
                             progress[send.event].retry = Some(format!("rule {rule}: {e}"));
@@ -173,7 +194,11 @@ impl Handler {
         let event_id = &batch[send.event].event.id;
         let result = self
             .senders
-            .send((&send.rule.name, event_id), &send.rule.channel, &send.rendered)
+            .send(
+                (&send.rule.name, event_id),
+                &send.rule.channel,
+                &send.rendered,
+            )
             .await;
         (send, result)
     }
@@ -182,31 +207,39 @@ impl Handler {
         batch
             .iter()
             .zip(progress)
-            .map(|(delivery, Progress { retry, mut permanent })| match retry {
-                // Nothing left to try again: done, or dead-lettered for what can never be sent.
-                None if permanent.is_empty() => Outcome::Ack,
-                None => Outcome::Reject {
-                    reason: permanent.join("; "),
-                },
-                // The last allowed delivery: dead-letter with every cause rather than the
-                // runtime's generic "still failing".
-                Some(reason) if delivery.attempt >= self.max_deliveries => {
-                    permanent.push(format!(
-                        "{reason} (gave up after {} deliveries)",
-                        delivery.attempt
-                    ));
-                    Outcome::Reject {
+            .map(
+                |(
+                    delivery,
+                    Progress {
+                        retry,
+                        mut permanent,
+                    },
+                )| match retry {
+                    // Nothing left to try again: done, or dead-lettered for what can never be sent.
+                    None if permanent.is_empty() => Outcome::Ack,
+                    None => Outcome::Reject {
                         reason: permanent.join("; "),
+                    },
+                    // The last allowed delivery: dead-letter with every cause rather than the
+                    // runtime's generic "still failing".
+                    Some(reason) if delivery.attempt >= self.max_deliveries => {
+                        permanent.push(format!(
+                            "{reason} (gave up after {} deliveries)",
+                            delivery.attempt
+                        ));
+                        Outcome::Reject {
+                            reason: permanent.join("; "),
+                        }
                     }
-                }
-                Some(_) => {
-                    let index = (delivery.attempt.saturating_sub(1) as usize)
-                        .min(self.retry_backoff.len().saturating_sub(1));
-                    Outcome::Retry {
-                        after: self.retry_backoff.get(index).copied().unwrap_or_default(),
+                    Some(_) => {
+                        let index = (delivery.attempt.saturating_sub(1) as usize)
+                            .min(self.retry_backoff.len().saturating_sub(1));
+                        Outcome::Retry {
+                            after: self.retry_backoff.get(index).copied().unwrap_or_default(),
+                        }
                     }
-                }
-            })
+                },
+            )
             .collect()
     }
 }

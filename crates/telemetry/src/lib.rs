@@ -20,8 +20,7 @@ pub use prometheus_client;
 pub use propagation::{
     HttpExtractor, HttpInjector, NatsExtractor, NatsInjector, context_from_http, context_from_nats,
     inject_into_http, inject_into_nats, link_from_nats, outgoing_context, set_parent_from_nats,
-    set_span_parent,
-    trace_headers_of,
+    set_span_parent, trace_headers_of,
 };
 
 /// The `[telemetry]` section.

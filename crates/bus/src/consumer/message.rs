@@ -20,7 +20,8 @@ use crate::streams::EVENTS_STREAM;
 use super::spec::{ConsumerSpec, Delivery, Outcome};
 
 /// A batch handler with its future boxed: what the runtime calls.
-pub(super) type Handler = Arc<dyn Fn(Vec<Delivery>) -> BoxFuture<'static, Vec<Outcome>> + Send + Sync>;
+pub(super) type Handler =
+    Arc<dyn Fn(Vec<Delivery>) -> BoxFuture<'static, Vec<Outcome>> + Send + Sync>;
 
 /// State shared by the fetch loop and the batch tasks.
 pub(super) struct Shared {
@@ -225,7 +226,12 @@ async fn settle(
         match outcome {
             Outcome::Ack => acks.push(message),
             Outcome::Retry { after } if (attempt as i64) < spec.max_deliveries => {
-                tracing::info!(?after, attempt, sequence = info.stream_sequence, "handler asked for a retry");
+                tracing::info!(
+                    ?after,
+                    attempt,
+                    sequence = info.stream_sequence,
+                    "handler asked for a retry"
+                );
                 metrics.retried.get_or_create(&labels).inc();
                 let _ = message.ack_with(AckKind::Nak(Some(after))).await;
             }
@@ -264,12 +270,7 @@ async fn settle(
 
 /// Dead-letters a message, then terminates it. When the dead letter cannot be stored the message
 /// is NAK'd instead, so it is not lost.
-async fn dead_letter(
-    shared: &Shared,
-    message: &jetstream::Message,
-    pulled: Pulled,
-    reason: &str,
-) {
+async fn dead_letter(shared: &Shared, message: &jetstream::Message, pulled: Pulled, reason: &str) {
     let letter = DeadLetter {
         consumer: &shared.spec.name,
         subject: message.subject.as_str(),

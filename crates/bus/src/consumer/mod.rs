@@ -27,10 +27,10 @@ use tokio_util::sync::CancellationToken;
 use crate::dlq;
 use crate::streams::EVENTS_STREAM;
 
-use message::{
-    Handler, SHUTDOWN_NAK_DELAY, Shared, process, wait_for_slot, watch_max_deliveries,
+use message::{Handler, SHUTDOWN_NAK_DELAY, Shared, process, wait_for_slot, watch_max_deliveries};
+pub use spec::{
+    Checkpoint, ConsumerSpec, Delivery, Outcome, ResumePoint, StartPosition, check_batch_size,
 };
-pub use spec::{check_batch_size, Checkpoint, ConsumerSpec, Delivery, Outcome, ResumePoint, StartPosition};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {

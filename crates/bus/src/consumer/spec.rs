@@ -148,7 +148,10 @@ pub fn check_batch_size(key: &str, batch_size: usize) -> Result<(), hookbus_conf
     if (1..=1000).contains(&batch_size) {
         Ok(())
     } else {
-        Err(hookbus_config::ConfigError::invalid(key, "must be 1 to 1000"))
+        Err(hookbus_config::ConfigError::invalid(
+            key,
+            "must be 1 to 1000",
+        ))
     }
 }
 

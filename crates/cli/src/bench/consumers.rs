@@ -31,9 +31,12 @@ pub struct Args {
     /// Distinct SKUs the orders draw from (fewer means more contention on the same rows).
     #[arg(long, default_value_t = 100)]
     skus: usize,
-    /// Handlers at once, for the runtime and the inventory (the inventory's default is 8).
-    #[arg(long, default_value_t = 8)]
+    /// Batches handled at once, by the runtime and by each service (the services' default is 2).
+    #[arg(long, default_value_t = 2)]
     concurrency: usize,
+    /// The most events in one batch, for the runtime and each service (their default is 64).
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
     /// Rounds of the scenarios, interleaved; the median round of each is reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -50,8 +53,12 @@ const SUBJECT: &str = "events.bench.order.created";
 
 pub async fn run(args: Args) -> anyhow::Result<String> {
     anyhow::ensure!(
-        args.rounds > 0 && args.concurrency > 0 && args.events > 0 && args.skus > 0,
-        "--rounds, --concurrency, --events and --skus must be more than 0"
+        args.rounds > 0
+            && args.concurrency > 0
+            && args.batch_size > 0
+            && args.events > 0
+            && args.skus > 0,
+        "--rounds, --concurrency, --batch-size, --events and --skus must be more than 0"
     );
     let (server, nats_url, nats_version) = super::nats(args.nats_url.as_deref()).await?;
     let nats = NatsConfig {
@@ -79,7 +86,8 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     let postgres = (args.postgres != "none").then_some(args.postgres.as_str());
     let mut labels = vec![
         "raw pull-and-ack (R_raw), in this process",
-        "consumer runtime, handler only acks (R_runtime), in this process",
+        "consumer runtime, batches, plain acks, handler only acks (R_runtime), in this process",
+        "consumer runtime, one at a time, confirmed acks, handler only acks, in this process",
         "inventory, SQLite",
     ];
     if postgres.is_some() {
@@ -93,8 +101,8 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     let (js, args) = (&js, &args);
     let service = |service: &'static str, section: String, name: String| {
         let config = format!(
-            "[nats]\nurl = {nats_url:?}\n\n[{service}]\n{section}consumer = {name:?}\nstart = {preloaded_from:?}\nconcurrency = {}\n",
-            args.concurrency
+            "[nats]\nurl = {nats_url:?}\n\n[{service}]\n{section}consumer = {name:?}\nstart = {preloaded_from:?}\nconcurrency = {}\nbatch_size = {}\n",
+            args.concurrency, args.batch_size
         );
         async move { consume_in(service, &config, js, &name, args.events, last_sequence).await }
     };
@@ -111,9 +119,29 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
             raw_pull_and_ack(js, &name("raw"), args.events, first_sequence, last_sequence).await?;
         let raw = this(raw, own() - cpu);
         let cpu = own();
-        let runtime =
-            runtime_noop(&client, js, args, &name("runtime"), start, last_sequence).await?;
+        let runtime = runtime_noop(
+            &client,
+            js,
+            args,
+            &name("runtime"),
+            start,
+            last_sequence,
+            true,
+        )
+        .await?;
         let runtime = this(runtime, own() - cpu);
+        let cpu = own();
+        let single = runtime_noop(
+            &client,
+            js,
+            args,
+            &name("single"),
+            start,
+            last_sequence,
+            false,
+        )
+        .await?;
+        let single = this(single, own() - cpu);
         let dir = tempfile::tempdir()?;
         let database = |file: &str| {
             format!(
@@ -124,7 +152,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         let sqlite_url = format!("sqlite://{}", dir.path().join("inventory.db").display());
         let sqlite = service("inventory", database("inventory.db"), name("sqlite")).await?;
         check_stock(&sqlite_url, args.events).await?;
-        let mut results = vec![raw, runtime, sqlite];
+        let mut results = vec![raw, runtime, single, sqlite];
         if let Some(server) = postgres {
             let url = hookbus_store::testing::fresh_postgres_database_on(server)
                 .await
@@ -195,10 +223,11 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     writeln!(out, "### `hookbus bench consumers`\n")?;
     writeln!(
         out,
-        "{} orders ({} SKUs, 1 line each) · concurrency {} · {} rounds (median shown) · {} · {} cores\n",
+        "{} orders ({} SKUs, 1 line each) · {} batches of up to {} at once · {} rounds (median shown) · {} · {} cores\n",
         args.events,
         args.skus,
         args.concurrency,
+        args.batch_size,
         args.rounds,
         nats_version,
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -219,6 +248,24 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
             run.peak_kib
                 .map_or("–".into(), |k| format!("{:.0}", k as f64 / 1024.0))
         )?;
+    }
+    // The targets of issue 14, each against R_raw of this run.
+    writeln!(out)?;
+    for (prefix, target) in [
+        ("consumer runtime, batches", 0.5),
+        ("inventory, SQLite", 0.15),
+        ("inventory, PostgreSQL", 0.10),
+        ("analytics", 0.2),
+        ("notifications", 0.15),
+    ] {
+        if let Some((label, run)) = medians.iter().find(|(l, _)| l.starts_with(prefix)) {
+            let ratio = run.rate / r_raw;
+            let verdict = if ratio >= target { "met" } else { "not met" };
+            writeln!(
+                out,
+                "{label}: {ratio:.3} of R_raw (target ≥ {target:.2}, {verdict})  "
+            )?;
+        }
     }
     drop(server);
     Ok(out)
@@ -353,7 +400,8 @@ async fn raw_pull_and_ack(
     rate
 }
 
-/// The consumer runtime with a handler that only acks.
+/// The consumer runtime with a handler that only acks: in batches with plain acks (`batched`),
+/// or one message at a time with confirmed acks (the runtime's defaults for `run_consumer`).
 async fn runtime_noop(
     client: &async_nats::Client,
     js: &jetstream::Context,
@@ -361,17 +409,33 @@ async fn runtime_noop(
     name: &str,
     start: StartPosition,
     last_sequence: u64,
+    batched: bool,
 ) -> anyhow::Result<f64> {
-    let spec = ConsumerSpec::new(name, &[SUBJECT])
-        .start(start)
-        .concurrency(args.concurrency);
     let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(hookbus_bus::run_consumer(
-        client.clone(),
-        spec,
-        |_| async { Outcome::Ack },
-        shutdown.clone(),
-    ));
+    let handle = if batched {
+        let spec = ConsumerSpec::new(name, &[SUBJECT])
+            .start(start)
+            .concurrency(args.concurrency)
+            .batch_size(args.batch_size)
+            .confirm_acks(false);
+        tokio::spawn(hookbus_bus::run_batch_consumer(
+            client.clone(),
+            spec,
+            |batch: Vec<hookbus_bus::Delivery>| async move { vec![Outcome::Ack; batch.len()] },
+            shutdown.clone(),
+        ))
+    } else {
+        // As many handlers as the batches hold messages, the way it ran before batches.
+        let spec = ConsumerSpec::new(name, &[SUBJECT])
+            .start(start)
+            .concurrency(8);
+        tokio::spawn(hookbus_bus::run_consumer(
+            client.clone(),
+            spec,
+            |_| async { Outcome::Ack },
+            shutdown.clone(),
+        ))
+    };
     let rate = until_acked(js, name, args.events, last_sequence).await;
     shutdown.cancel();
     handle.await??;
