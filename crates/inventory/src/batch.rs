@@ -6,16 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use hookbus_commerce::CommerceEvent;
 use hookbus_proto::inventory::v1::{LowStock, OutOfStock, StockLevelChanged};
-use hookbus_proto::v1::Event;
 use hookbus_store::batch::{ROWS_PER_STATEMENT, parameter_list, placeholders};
 use hookbus_store::sqlx::{self, Any, Row, Transaction};
 use hookbus_store::{Backend, Splittable, StoreError};
-use prost::Message;
 
+use crate::outbox::OutboxRow;
 use crate::store::{Cause, Inventory, StockLevel, unix_now};
 
 /// What an event does to the inventory.
@@ -415,7 +412,7 @@ impl Inventory {
                     current,
                     cause_event_id: cause.event_id.clone(),
                 };
-                outbox.push(outbox_row("stock.changed", &changed, cause));
+                outbox.push(OutboxRow::new("stock.changed", &changed, cause));
                 if previous >= threshold && current < threshold {
                     let low = LowStock {
                         sku: sku.clone(),
@@ -423,7 +420,7 @@ impl Inventory {
                         threshold,
                         cause_event_id: cause.event_id.clone(),
                     };
-                    outbox.push(outbox_row("stock.low", &low, cause));
+                    outbox.push(OutboxRow::new("stock.low", &low, cause));
                 }
                 if previous > 0 && current <= 0 {
                     let out = OutOfStock {
@@ -431,7 +428,7 @@ impl Inventory {
                         level: current,
                         cause_event_id: cause.event_id.clone(),
                     };
-                    outbox.push(outbox_row("stock.out", &out, cause));
+                    outbox.push(OutboxRow::new("stock.out", &out, cause));
                 }
             }
             levels.push(StockLevel {
@@ -452,59 +449,7 @@ impl Inventory {
             }
             query.execute(&mut **tx).await?;
         }
-        for chunk in outbox.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO outbox (id, subject, event, traceparent, created_at) VALUES {}",
-                placeholders(chunk.len(), 5, 1)
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for row in chunk {
-                query = query
-                    .bind(&row.id)
-                    .bind(&row.subject)
-                    .bind(&row.event)
-                    .bind(row.traceparent.as_deref())
-                    .bind(row.created_at);
-            }
-            query.execute(&mut **tx).await?;
-        }
+        crate::outbox::insert(tx, &outbox).await?;
         Ok(levels)
-    }
-}
-
-/// An outbox row: a typed event the relay will publish as `events.inventory.<type>`.
-struct OutboxRow {
-    id: String,
-    subject: String,
-    /// The encoded `Event`, in base64.
-    event: String,
-    traceparent: Option<String>,
-    created_at: i64,
-}
-
-fn outbox_row<M: hookbus_proto::Named>(event_type: &str, message: &M, cause: &Cause) -> OutboxRow {
-    let id = uuid::Uuid::now_v7().to_string();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let event = Event {
-        id: id.clone(),
-        source: "inventory".into(),
-        r#type: event_type.into(),
-        provider: "hookbus".into(),
-        received_at: Some(hookbus_proto::Timestamp {
-            seconds: now.as_secs() as i64,
-            nanos: now.subsec_nanos() as i32,
-        }),
-        content_type: hookbus_proto::content_type_for::<M>(),
-        payload: message.encode_to_vec().into(),
-        ..Event::default()
-    };
-    OutboxRow {
-        id,
-        subject: format!("events.inventory.{event_type}"),
-        event: STANDARD.encode(event.encode_to_vec()),
-        traceparent: cause.traceparent.clone(),
-        created_at: now.as_secs() as i64,
     }
 }

@@ -1,6 +1,7 @@
-//! The outbox relay: publishes unsent rows in order, pipelined, with the row id as `Nats-Msg-Id`,
-//! then marks them sent. A relay that dies between the two publishes the row again on restart, and JetStream
-//! drops the repeat within its duplicate window; two replicas relaying at once are safe the same way.
+//! The outbox: rows written with the changes that cause them, and the relay that publishes unsent
+//! rows in order, pipelined, with the row id as `Nats-Msg-Id`, then marks them sent. A relay that
+//! dies between the two publishes the row again on restart, and JetStream drops the repeat within
+//! its duplicate window; two replicas relaying at once are safe the same way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,14 +11,14 @@ use base64::engine::general_purpose::STANDARD;
 use futures_util::future::join_all;
 use hookbus_bus::Publisher;
 use hookbus_proto::v1::Event;
-use hookbus_store::batch::{ROWS_PER_STATEMENT, parameter_list};
-use hookbus_store::sqlx::{self, Row};
+use hookbus_store::batch::{ROWS_PER_STATEMENT, parameter_list, placeholders};
+use hookbus_store::sqlx::{self, Any, Row, Transaction};
 use hookbus_store::{Store, StoreError};
 use prost::Message;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::unix_now;
+use crate::store::{Cause, unix_now};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -136,4 +137,72 @@ impl Relay {
             }
         }
     }
+}
+
+/// An outbox row: a typed event the relay will publish as `events.inventory.<type>`.
+pub(crate) struct OutboxRow {
+    id: String,
+    subject: String,
+    /// The encoded `Event`, in base64.
+    event: String,
+    traceparent: Option<String>,
+    created_at: i64,
+}
+
+impl OutboxRow {
+    /// The row of `message`, an event of type `event_type` that `cause` caused.
+    pub(crate) fn new<M: hookbus_proto::Named>(
+        event_type: &str,
+        message: &M,
+        cause: &Cause,
+    ) -> Self {
+        let id = uuid::Uuid::now_v7().to_string();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let event = Event {
+            id: id.clone(),
+            source: "inventory".into(),
+            r#type: event_type.into(),
+            provider: "hookbus".into(),
+            received_at: Some(hookbus_proto::Timestamp {
+                seconds: now.as_secs() as i64,
+                nanos: now.subsec_nanos() as i32,
+            }),
+            content_type: hookbus_proto::content_type_for::<M>(),
+            payload: message.encode_to_vec().into(),
+            ..Event::default()
+        };
+        Self {
+            id,
+            subject: format!("events.inventory.{event_type}"),
+            event: STANDARD.encode(event.encode_to_vec()),
+            traceparent: cause.traceparent.clone(),
+            created_at: now.as_secs() as i64,
+        }
+    }
+}
+
+/// Writes `rows` in `tx`, in multi-row statements.
+pub(crate) async fn insert(
+    tx: &mut Transaction<'static, Any>,
+    rows: &[OutboxRow],
+) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO outbox (id, subject, event, traceparent, created_at) VALUES {}",
+            placeholders(chunk.len(), 5, 1)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for row in chunk {
+            query = query
+                .bind(&row.id)
+                .bind(&row.subject)
+                .bind(&row.event)
+                .bind(row.traceparent.as_deref())
+                .bind(row.created_at);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }

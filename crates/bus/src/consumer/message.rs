@@ -10,7 +10,6 @@ use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, join_all};
 use hookbus_proto::v1::Event;
 use prost::Message;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -61,28 +60,6 @@ async fn hand_back(messages: &[jetstream::Message]) {
             .map(|m| m.double_ack_with(AckKind::Nak(Some(SHUTDOWN_NAK_DELAY)))),
     )
     .await;
-}
-
-/// Waits for a free handler slot, keeping the batch's ack deadlines alive meanwhile; on shutdown
-/// the messages go back to the server and `None` is returned.
-pub(super) async fn wait_for_slot(
-    spec: &ConsumerSpec,
-    messages: &[jetstream::Message],
-    slots: Arc<Semaphore>,
-    shutdown: &CancellationToken,
-) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    let mut progress = progress_ticks(spec);
-    loop {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => {
-                hand_back(messages).await;
-                return None;
-            }
-            slot = slots.clone().acquire_owned() => return Some(slot.expect("semaphore never closes")),
-            _ = progress.tick(), if spec.progress_acks => in_progress(messages).await,
-        }
-    }
 }
 
 /// What a message's delivery info says.

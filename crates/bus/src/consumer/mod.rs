@@ -14,6 +14,7 @@
 mod message;
 mod spec;
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,13 +22,13 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer};
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::dlq;
 use crate::streams::EVENTS_STREAM;
 
-use message::{Handler, SHUTDOWN_NAK_DELAY, Shared, process, wait_for_slot, watch_max_deliveries};
+use message::{Handler, SHUTDOWN_NAK_DELAY, Shared, process, watch_max_deliveries};
 pub use spec::{
     Checkpoint, ConsumerSpec, Delivery, Outcome, ResumePoint, StartPosition, check_batch_size,
 };
@@ -97,16 +98,6 @@ where
     })
 }
 
-/// How a run of reading one pull's messages into a batch ended.
-enum Pause {
-    /// The batch is full, or the next message is not there yet: hand it over and read on.
-    Batch,
-    /// The pull is done: pull again.
-    PullDone,
-    /// The pull broke or went silent: set the consumer up again.
-    Reconnect,
-}
-
 async fn run(
     client: async_nats::Client,
     spec: ConsumerSpec,
@@ -136,6 +127,13 @@ async fn run(
         shutdown.clone(),
     ));
 
+    // Messages pulled and waiting for a handler slot, each with its permit, in stream order. A
+    // batch is taken from here when a slot is free: everything waiting, up to `batch_size`. So
+    // batches fill up exactly when handlers are busy, and at low load a batch is one message.
+    let mut queue: VecDeque<(jetstream::Message, OwnedSemaphorePermit)> = VecDeque::new();
+    let period = shared.spec.ack_wait / 3;
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
     let mut floor_checked = tokio::time::Instant::now();
     'connect: while !shutdown.is_cancelled() {
@@ -152,127 +150,113 @@ async fn run(
         first = false;
         // The backlog gauges exist from the start, not only once a pull loop has come round.
         record_backlog(&shared, consumer.cached_info());
-        while !shutdown.is_cancelled() {
-            // Pull only as many messages as there is room for (running plus waiting), in batches
-            // that expire after a second: on shutdown no pull is left open, so nothing is left in
-            // flight unseen, and what a batch still brings or a task still holds is NAK'd.
-            let first_permit = tokio::select! {
-                () = shutdown.cancelled() => break 'connect,
-                permit = semaphore.clone().acquire_owned() => permit.expect("semaphore never closes"),
-            };
-            let wanted = 1 + semaphore.available_permits();
-            let pull = consumer
-                .batch()
-                .max_messages(wanted)
-                .expires(Duration::from_secs(1))
-                .messages()
-                .await;
-            let mut pull = match pull {
-                Ok(pull) => pull,
-                Err(e) => {
-                    tracing::warn!(consumer = %shared.spec.name, error = %e, "cannot pull, retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue 'connect;
+        let mut pull = None;
+        loop {
+            // Reap finished tasks so the set does not grow.
+            while tasks.try_join_next().is_some() {}
+            if pull.is_none() && semaphore.available_permits() > 0 {
+                if floor_checked.elapsed() > Duration::from_secs(2) {
+                    floor_checked = tokio::time::Instant::now();
+                    check_floor(&shared, &mut consumer).await;
                 }
-            };
-            let mut first_permit = Some(first_permit);
-            loop {
-                // A batch: the first message waited for, then those already here.
-                let mut batch = Vec::new();
-                let mut permits: Option<tokio::sync::OwnedSemaphorePermit> = None;
-                let pause = loop {
-                    let next = if batch.is_empty() {
-                        // A pull whose server went away (a node killed, a connection moved to
-                        // another node) gets no answer at all, not even the end of its 1 s expiry:
-                        // without this bound the consumer would wait for it forever.
-                        match tokio::time::timeout(PULL_SILENCE, pull.next()).await {
-                            Ok(next) => next,
-                            Err(_) => {
-                                tracing::warn!(consumer = %shared.spec.name, "a pull got no answer; pulling again");
-                                break Pause::Reconnect;
+                // Pull only as many messages as there is room for (running plus waiting), in
+                // pulls that expire after a second: on shutdown no pull is left open for long, so
+                // nothing is left in flight unseen, and what a pull still brings is handed back.
+                let wanted = semaphore.available_permits();
+                match consumer
+                    .batch()
+                    .max_messages(wanted)
+                    .expires(Duration::from_secs(1))
+                    .messages()
+                    .await
+                {
+                    Ok(opened) => pull = Some(opened),
+                    Err(e) => {
+                        tracing::warn!(consumer = %shared.spec.name, error = %e, "cannot pull, retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue 'connect;
+                    }
+                }
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    // The pull expires within a second: hand back what it still brings.
+                    if let Some(open) = pull.as_mut() {
+                        while let Ok(Some(next)) = tokio::time::timeout(PULL_SILENCE, open.next()).await {
+                            if let Ok(message) = next {
+                                let _ = message.ack_with(AckKind::Nak(Some(SHUTDOWN_NAK_DELAY))).await;
                             }
                         }
-                    } else if batch.len() < batch_size {
-                        match pull.next().now_or_never() {
-                            Some(next) => next,
-                            None => break Pause::Batch,
-                        }
-                    } else {
-                        break Pause::Batch;
-                    };
-                    let message = match next {
-                        None => break Pause::PullDone,
-                        Some(Ok(message)) => message,
-                        Some(Err(e)) => {
-                            tracing::warn!(consumer = %shared.spec.name, error = %e, "pull interrupted, resubscribing");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            break Pause::Reconnect;
-                        }
-                    };
-                    if shutdown.is_cancelled() {
-                        let _ = message
-                            .ack_with(AckKind::Nak(Some(SHUTDOWN_NAK_DELAY)))
-                            .await;
-                        continue;
                     }
-                    let permit = match first_permit.take() {
-                        Some(permit) => permit,
-                        None => semaphore
-                            .clone()
-                            .acquire_owned()
-                            .await
-                            .expect("semaphore never closes"),
-                    };
-                    match &mut permits {
-                        Some(held) => held.merge(permit),
-                        None => permits = Some(permit),
+                    break 'connect;
+                }
+                slot = handler_slots.clone().acquire_owned(), if !queue.is_empty() => {
+                    let slot = slot.expect("semaphore never closes");
+                    // What the pull has brought meanwhile joins the batch.
+                    if let Some(open) = pull.as_mut() {
+                        while queue.len() < batch_size {
+                            match open.next().now_or_never() {
+                                Some(Some(Ok(message))) => queue.push_back(with_permit(&semaphore, message)),
+                                _ => break,
+                            }
+                        }
                     }
-                    batch.push(message);
-                };
-                if let Some(permits) = permits {
-                    let (shared, cancel, slots, shutdown) = (
-                        shared.clone(),
-                        tasks_cancel.clone(),
-                        handler_slots.clone(),
-                        shutdown.clone(),
-                    );
-                    // A free slot is taken here, in stream order; only a batch that finds none
-                    // waits in its task (at concurrency 1 that is one batch, so order is kept).
-                    let free_slot = slots.clone().try_acquire_owned().ok();
+                    let taken = queue.len().min(batch_size);
+                    let mut batch = Vec::with_capacity(taken);
+                    let mut permits: Option<OwnedSemaphorePermit> = None;
+                    for (message, permit) in queue.drain(..taken) {
+                        batch.push(message);
+                        match &mut permits {
+                            Some(held) => held.merge(permit),
+                            None => permits = Some(permit),
+                        }
+                    }
+                    let (shared, cancel) = (shared.clone(), tasks_cancel.clone());
                     tasks.spawn(async move {
-                        let slot = match free_slot {
-                            Some(slot) => Some(slot),
-                            None => wait_for_slot(&shared.spec, &batch, slots, &shutdown).await,
-                        };
-                        if let Some(slot) = slot {
-                            process(&shared, batch, cancel).await;
-                            drop(slot);
-                        }
+                        process(&shared, batch, cancel).await;
+                        drop(slot);
                         drop(permits);
                     });
                 }
-                match pause {
-                    Pause::Batch => {}
-                    Pause::PullDone => break,
-                    Pause::Reconnect => continue 'connect,
-                }
-            }
-            // Reap finished tasks so the set does not grow.
-            while tasks.try_join_next().is_some() {}
-            if floor_checked.elapsed() > Duration::from_secs(2) {
-                floor_checked = tokio::time::Instant::now();
-                if let Ok(info) = consumer.info().await {
-                    record_backlog(&shared, info);
-                    let floor = info.ack_floor.stream_sequence;
-                    let before = shared.ack_floor.swap(floor, Ordering::Relaxed);
-                    if let Some(checkpoint) = &shared.spec.checkpoint
-                        && floor > before
-                    {
-                        tokio::spawn(checkpoint(floor));
+                next = async {
+                    match pull.as_mut() {
+                        Some(open) => tokio::time::timeout(PULL_SILENCE, open.next()).await,
+                        None => std::future::pending().await,
+                    }
+                } => match next {
+                    Ok(Some(Ok(message))) => queue.push_back(with_permit(&semaphore, message)),
+                    Ok(None) => pull = None,
+                    Ok(Some(Err(e))) => {
+                        tracing::warn!(consumer = %shared.spec.name, error = %e, "pull interrupted, resubscribing");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue 'connect;
+                    }
+                    // A pull whose server went away (a node killed, a connection moved to another
+                    // node) gets no answer at all, not even the end of its 1 s expiry: without
+                    // this bound the consumer would wait for it forever.
+                    Err(_) => {
+                        tracing::warn!(consumer = %shared.spec.name, "a pull got no answer; pulling again");
+                        continue 'connect;
+                    }
+                },
+                // No room for a pull: wait until a batch settles and gives some back.
+                permit = semaphore.clone().acquire_owned(), if pull.is_none() => drop(permit),
+                // Waiting messages keep their ack deadlines alive.
+                _ = progress.tick(), if shared.spec.progress_acks && !queue.is_empty() => {
+                    for (message, _) in &queue {
+                        let _ = message.ack_with(AckKind::Progress).await;
                     }
                 }
             }
         }
+    }
+    // Shutdown: what waits for a slot, and what an open pull still brings, goes back to the
+    // server.
+    for (message, _) in queue.drain(..) {
+        let _ = message
+            .double_ack_with(AckKind::Nak(Some(SHUTDOWN_NAK_DELAY)))
+            .await;
     }
 
     // Drain: running handlers get `drain_timeout`, then are told to NAK and stop.
@@ -367,6 +351,33 @@ async fn ensure_consumer(
         .get_or_create_consumer(&shared.spec.name, shared.spec.config(start))
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Takes the permit of a message just pulled: there is always one, since a pull asks for no more
+/// messages than there are free permits, and only the pull loop takes them.
+fn with_permit(
+    semaphore: &Arc<Semaphore>,
+    message: jetstream::Message,
+) -> (jetstream::Message, OwnedSemaphorePermit) {
+    let permit = semaphore
+        .clone()
+        .try_acquire_owned()
+        .expect("a pull asks for no more messages than there are free permits");
+    (message, permit)
+}
+
+/// Reads the server's ack floor: the backlog gauges, and the checkpoint when it moved.
+async fn check_floor(shared: &Shared, consumer: &mut consumer::Consumer<consumer::pull::Config>) {
+    if let Ok(info) = consumer.info().await {
+        record_backlog(shared, info);
+        let floor = info.ack_floor.stream_sequence;
+        let before = shared.ack_floor.swap(floor, Ordering::Relaxed);
+        if let Some(checkpoint) = &shared.spec.checkpoint
+            && floor > before
+        {
+            tokio::spawn(checkpoint(floor));
+        }
+    }
 }
 
 /// Sets the consumer's backlog gauges (`hookbus_consumer_pending`, `_ack_pending`) from its info.
