@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use hookbus_commerce::CommerceEvent;
 use hookbus_proto::v1::Event;
-use hookbus_store::batch::{ROWS_PER_STATEMENT, placeholders};
+use hookbus_store::batch::{Params, ROWS_PER_STATEMENT};
 use hookbus_store::sqlx::{self, Any, Row, Transaction};
 use hookbus_store::{Migrations, Store, StoreError};
 use serde::Serialize;
@@ -40,6 +40,7 @@ pub async fn record_batch(
         .map(|c| (c.event.id.as_str(), c.stream_sequence))
         .collect();
     let claimed = hookbus_store::claim_all(tx, consumer, &ids).await?;
+    let params = Params::of_connection(tx);
     let mut first = HashSet::with_capacity(events.len());
     let mut counts: BTreeMap<(i64, &str, &str), (i64, i64)> = BTreeMap::new();
     let mut revenue: BTreeMap<(i64, String), (i64, i64)> = BTreeMap::new();
@@ -78,7 +79,7 @@ pub async fn record_batch(
             "INSERT INTO event_counts (minute, source, type, count, latency_ms_sum) VALUES {} \
              ON CONFLICT (minute, source, type) DO UPDATE SET count = event_counts.count + excluded.count, \
              latency_ms_sum = event_counts.latency_ms_sum + excluded.latency_ms_sum",
-            placeholders(chunk.len(), 5, 1)
+            params.rows(chunk.len(), 5, 1)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for ((minute, source, event_type), (count, latency)) in chunk {
@@ -97,7 +98,7 @@ pub async fn record_batch(
             "INSERT INTO revenue (hour, currency, amount_minor, orders) VALUES {} \
              ON CONFLICT (hour, currency) DO UPDATE SET amount_minor = revenue.amount_minor + excluded.amount_minor, \
              orders = revenue.orders + excluded.orders",
-            placeholders(chunk.len(), 4, 1)
+            params.rows(chunk.len(), 4, 1)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for ((hour, currency), (amount, orders)) in chunk {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use hookbus_commerce::CommerceEvent;
 use hookbus_proto::inventory::v1::{LowStock, OutOfStock, StockLevelChanged};
-use hookbus_store::batch::{ROWS_PER_STATEMENT, parameter_list, placeholders};
+use hookbus_store::batch::{Params, ROWS_PER_STATEMENT};
 use hookbus_store::sqlx::{self, Any, Row, Transaction};
 use hookbus_store::{Backend, Splittable, StoreError};
 
@@ -140,6 +140,7 @@ impl Inventory {
         items: &[&'a Item],
     ) -> Result<Vec<Change<'a>>, ApplyError> {
         let now = unix_now();
+        let params = self.params();
         // The first event of each order inserts its row: reserved by a create, a tombstone by a
         // cancel. The unique key decides between concurrent batches.
         let mut candidates: Vec<(&str, &str)> = Vec::new();
@@ -159,7 +160,7 @@ impl Inventory {
             let sql = format!(
                 "INSERT INTO orders (order_id, status, updated_at) VALUES {} \
                  ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
-                placeholders(chunk.len(), 3, 1)
+                params.rows(chunk.len(), 3, 1)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (order_id, status) in chunk {
@@ -253,7 +254,7 @@ impl Inventory {
         for chunk in new_lines.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO order_lines (order_id, sku, quantity) VALUES {}",
-                placeholders(chunk.len(), 3, 1)
+                params.rows(chunk.len(), 3, 1)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (order_id, sku, quantity) in chunk {
@@ -263,9 +264,10 @@ impl Inventory {
         }
         for chunk in released.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
-                "UPDATE orders SET status = 'cancelled', updated_at = $1 \
+                "UPDATE orders SET status = 'cancelled', updated_at = {} \
                  WHERE status = 'reserved' AND order_id IN ({})",
-                parameter_list(chunk.len(), 2)
+                params.one(1),
+                params.list(chunk.len(), 2)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
             for order_id in chunk {
@@ -284,12 +286,12 @@ impl Inventory {
         ids: &[&str],
         orders: &mut HashMap<String, OrderState>,
     ) -> Result<(), ApplyError> {
-        let lock = self.row_lock();
+        let (lock, params) = (self.row_lock(), self.params());
         let mut reserved = Vec::new();
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "SELECT order_id, status FROM orders WHERE order_id IN ({}) ORDER BY order_id{lock}",
-                parameter_list(chunk.len(), 1)
+                params.list(chunk.len(), 1)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in chunk {
@@ -309,7 +311,7 @@ impl Inventory {
         for chunk in reserved.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "SELECT order_id, sku, quantity FROM order_lines WHERE order_id IN ({})",
-                parameter_list(chunk.len(), 1)
+                params.list(chunk.len(), 1)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in chunk {
@@ -323,6 +325,10 @@ impl Inventory {
             }
         }
         Ok(())
+    }
+
+    fn params(&self) -> Params {
+        Params::of(self.store().backend())
     }
 
     /// `FOR UPDATE` on Postgres (SQLite has one writer, and no such clause).
@@ -345,13 +351,13 @@ impl Inventory {
         if changes.is_empty() {
             return Ok(Vec::new());
         }
-        let now = unix_now();
+        let (now, params) = (unix_now(), self.params());
         let skus: BTreeSet<&str> = changes.iter().map(|c| c.sku.as_str()).collect();
         let skus: Vec<&str> = skus.into_iter().collect();
         for chunk in skus.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO stock (sku, level, updated_at) VALUES {} ON CONFLICT (sku) DO NOTHING",
-                placeholders(chunk.len(), 3, 1)
+                params.rows(chunk.len(), 3, 1)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for sku in chunk {
@@ -372,7 +378,7 @@ impl Inventory {
         for chunk in skus.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "SELECT sku, level, threshold FROM stock WHERE sku IN ({}) ORDER BY sku{lock}",
-                parameter_list(chunk.len(), 1)
+                params.list(chunk.len(), 1)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for sku in chunk {
@@ -441,7 +447,7 @@ impl Inventory {
             let sql = format!(
                 "INSERT INTO stock (sku, level, updated_at) VALUES {} \
                  ON CONFLICT (sku) DO UPDATE SET level = excluded.level, updated_at = excluded.updated_at",
-                placeholders(chunk.len(), 3, 1)
+                params.rows(chunk.len(), 3, 1)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for sku in chunk {
@@ -449,7 +455,7 @@ impl Inventory {
             }
             query.execute(&mut **tx).await?;
         }
-        crate::outbox::insert(tx, &outbox).await?;
+        crate::outbox::insert(tx, params, &outbox).await?;
         Ok(levels)
     }
 }

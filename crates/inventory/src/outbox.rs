@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use futures_util::future::join_all;
 use hookbus_bus::Publisher;
 use hookbus_proto::v1::Event;
-use hookbus_store::batch::{ROWS_PER_STATEMENT, parameter_list, placeholders};
+use hookbus_store::batch::{Params, ROWS_PER_STATEMENT};
 use hookbus_store::sqlx::{self, Any, Row, Transaction};
 use hookbus_store::{Store, StoreError};
 use prost::Message;
@@ -120,10 +120,12 @@ impl Relay {
             hookbus_bus::failpoint("inventory-relay-after-publish");
             // One statement marks the whole batch: fewer writes competing with the consumer's
             // transactions (SQLite has one writer).
+            let params = Params::of(self.store.backend());
             for chunk in published.chunks(ROWS_PER_STATEMENT) {
                 let sql = format!(
-                    "UPDATE outbox SET sent_at = $1 WHERE id IN ({})",
-                    parameter_list(chunk.len(), 2)
+                    "UPDATE outbox SET sent_at = {} WHERE id IN ({})",
+                    params.one(1),
+                    params.list(chunk.len(), 2)
                 );
                 let mut update = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(unix_now());
                 for id in chunk {
@@ -186,12 +188,13 @@ impl OutboxRow {
 /// Writes `rows` in `tx`, in multi-row statements.
 pub(crate) async fn insert(
     tx: &mut Transaction<'static, Any>,
+    params: Params,
     rows: &[OutboxRow],
 ) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO outbox (id, subject, event, traceparent, created_at) VALUES {}",
-            placeholders(chunk.len(), 5, 1)
+            params.rows(chunk.len(), 5, 1)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for row in chunk {

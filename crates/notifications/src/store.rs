@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use hookbus_store::batch::{ROWS_PER_STATEMENT, parameter_list, placeholders};
+use hookbus_store::batch::{Params, ROWS_PER_STATEMENT};
 use hookbus_store::sqlx::{self, Row};
 use hookbus_store::{Migrations, Store, StoreError};
 use serde::Serialize;
@@ -20,11 +20,12 @@ pub async fn sent_among(
     store: &Store,
     event_ids: &[&str],
 ) -> Result<HashSet<(String, String)>, StoreError> {
+    let params = Params::of(store.backend());
     let mut sent = HashSet::new();
     for chunk in event_ids.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "SELECT rule, event_id FROM notifications_sent WHERE event_id IN ({})",
-            parameter_list(chunk.len(), 1)
+            params.list(chunk.len(), 1)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in chunk {
@@ -40,11 +41,12 @@ pub async fn sent_among(
 /// Records sends in one statement per [`ROWS_PER_STATEMENT`] (a pair recorded before is left
 /// as it was).
 pub async fn record_sent(store: &Store, sends: &[Sent]) -> Result<(), StoreError> {
+    let params = Params::of(store.backend());
     for chunk in sends.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO notifications_sent (rule, event_id, channel, recipient, sent_at) \
              VALUES {} ON CONFLICT (rule, event_id) DO NOTHING",
-            placeholders(chunk.len(), 5, 1)
+            params.rows(chunk.len(), 5, 1)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for sent in chunk {

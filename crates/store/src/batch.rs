@@ -1,4 +1,4 @@
-//! A batch of events in one transaction: multi-row statements, the ledger claims of a whole batch
+//! A batch of events in one transaction: multi-row statements ([`Params`]), the ledger claims of a whole batch
 //! in one, and [`apply_split`], which commits a batch at once and, when that fails, splits it so
 //! that only the event that cannot be applied fails.
 
@@ -13,32 +13,62 @@ use crate::{Store, StoreError};
 /// widest row here (5 columns).
 pub const ROWS_PER_STATEMENT: usize = 500;
 
-/// `($1, $2), ($3, $4), …`: `rows` tuples of `columns` parameters, numbered from `$first`.
-pub fn placeholders(rows: usize, columns: usize, first: usize) -> String {
-    let mut out = String::with_capacity(rows * columns * 5);
-    for row in 0..rows {
-        if row > 0 {
-            out.push_str(", ");
-        }
-        out.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                out.push_str(", ");
-            }
-            out.push('$');
-            out.push_str(&(first + row * columns + column).to_string());
-        }
-        out.push(')');
-    }
-    out
+/// How a statement writes its parameters: numbered (`$1, $2, …`, Postgres) or `?` in order
+/// (SQLite: sqlx looks a numbered SQLite parameter up by its name, a scan over all of them, which
+/// makes a statement of many rows cost the square of its parameters). Either way they are bound
+/// in the order they appear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Params {
+    Numbered,
+    InOrder,
 }
 
-/// `$first, $first+1, …`: a list of `count` parameters (for `IN (…)`).
-pub fn parameter_list(count: usize, first: usize) -> String {
-    (first..first + count)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+impl Params {
+    pub fn of(backend: crate::Backend) -> Self {
+        match backend {
+            crate::Backend::Postgres => Self::Numbered,
+            crate::Backend::Sqlite => Self::InOrder,
+        }
+    }
+
+    /// The style of the database `connection` talks to.
+    pub fn of_connection(connection: &sqlx::AnyConnection) -> Self {
+        if connection.backend_name().eq_ignore_ascii_case("sqlite") {
+            Self::InOrder
+        } else {
+            Self::Numbered
+        }
+    }
+
+    /// Parameter number `n` (from 1).
+    pub fn one(self, n: usize) -> String {
+        match self {
+            Self::Numbered => format!("${n}"),
+            Self::InOrder => "?".into(),
+        }
+    }
+
+    /// `($1, $2), ($3, $4), …`: `rows` tuples of `columns` parameters, numbered from `first`.
+    pub fn rows(self, rows: usize, columns: usize, first: usize) -> String {
+        let mut out = String::with_capacity(rows * columns * 5);
+        for row in 0..rows {
+            if row > 0 {
+                out.push_str(", ");
+            }
+            out.push('(');
+            out.push_str(&self.list(columns, first + row * columns));
+            out.push(')');
+        }
+        out
+    }
+
+    /// `$first, $first+1, …`: a list of `count` parameters (for `IN (…)`).
+    pub fn list(self, count: usize, first: usize) -> String {
+        (first..first + count)
+            .map(|n| self.one(n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Claims every `(event_id, stream_sequence)` for `consumer` in `tx`, in one statement per
@@ -56,12 +86,13 @@ pub async fn claim_all(
         .filter(|(id, _)| seen.insert(*id))
         .collect();
     let now = crate::ledger::unix_now();
+    let params = Params::of_connection(tx);
     let mut claimed = HashSet::with_capacity(unique.len());
     for chunk in unique.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO processed_events (consumer, event_id, stream_sequence, processed_at) \
              VALUES {} ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
-            placeholders(chunk.len(), 4, 1)
+            params.rows(chunk.len(), 4, 1)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (id, sequence) in chunk {
