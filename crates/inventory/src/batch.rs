@@ -155,31 +155,67 @@ impl Inventory {
                 candidates.push((order_id, status));
             }
         }
-        let mut inserted = HashSet::new();
-        for chunk in candidates.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO orders (order_id, status, updated_at) VALUES {} \
-                 ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
-                params.rows(chunk.len(), 3, 1)
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (order_id, status) in chunk {
-                query = query.bind(*order_id).bind(*status).bind(now);
+        let mut orders: HashMap<String, OrderState> = HashMap::with_capacity(candidates.len());
+        match params {
+            Params::Numbered => {
+                // The unique key decides between concurrent batches; the orders that were there
+                // are then read under their row locks.
+                let mut inserted = HashSet::new();
+                for chunk in candidates.chunks(ROWS_PER_STATEMENT) {
+                    let sql = format!(
+                        "INSERT INTO orders (order_id, status, updated_at) VALUES {} \
+                         ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
+                        params.rows(chunk.len(), 3, 1)
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for (order_id, status) in chunk {
+                        query = query.bind(*order_id).bind(*status).bind(now);
+                    }
+                    for row in query.fetch_all(&mut **tx).await? {
+                        inserted.insert(row.try_get::<String, _>("order_id")?);
+                    }
+                }
+                let existing: Vec<&str> = candidates
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .filter(|id| !inserted.contains(*id))
+                    .collect();
+                orders.extend(inserted.into_iter().map(|id| (id, OrderState::New)));
+                self.load_orders(tx, &existing, &mut orders).await?;
             }
-            for row in query.fetch_all(&mut **tx).await? {
-                inserted.insert(row.try_get::<String, _>("order_id")?);
+            Params::InOrder => {
+                // One transaction at a time: read what is there (for new orders, nothing), then
+                // insert the rest without RETURNING (see `hookbus_store::claim_all`).
+                let ids: Vec<&str> = candidates.iter().map(|(id, _)| *id).collect();
+                self.load_orders(tx, &ids, &mut orders).await?;
+                let new: Vec<(&str, &str)> = candidates
+                    .iter()
+                    .copied()
+                    .filter(|(id, _)| !orders.contains_key(*id))
+                    .collect();
+                for chunk in new.chunks(ROWS_PER_STATEMENT) {
+                    let sql = format!(
+                        "INSERT INTO orders (order_id, status, updated_at) VALUES {} \
+                         ON CONFLICT (order_id) DO NOTHING",
+                        params.rows(chunk.len(), 3, 1)
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for (order_id, status) in chunk {
+                        query = query.bind(*order_id).bind(*status).bind(now);
+                    }
+                    if query.execute(&mut **tx).await?.rows_affected() != chunk.len() as u64 {
+                        return Err(StoreError::Batch(
+                            "orders were recorded by another transaction meanwhile".into(),
+                        )
+                        .into());
+                    }
+                }
+                orders.extend(
+                    new.iter()
+                        .map(|(id, _)| ((*id).to_owned(), OrderState::New)),
+                );
             }
         }
-        let mut orders: HashMap<String, OrderState> = inserted
-            .iter()
-            .map(|id| (id.clone(), OrderState::New))
-            .collect();
-        let existing: Vec<&str> = candidates
-            .iter()
-            .map(|(id, _)| *id)
-            .filter(|id| !inserted.contains(*id))
-            .collect();
-        self.load_orders(tx, &existing, &mut orders).await?;
 
         let mut changes = Vec::new();
         let mut new_lines: Vec<(String, String, i64)> = Vec::new();
@@ -354,7 +390,11 @@ impl Inventory {
         let (now, params) = (unix_now(), self.params());
         let skus: BTreeSet<&str> = changes.iter().map(|c| c.sku.as_str()).collect();
         let skus: Vec<&str> = skus.into_iter().collect();
-        for chunk in skus.chunks(ROWS_PER_STATEMENT) {
+        // On Postgres every row must exist before it is locked, or two batches could both start
+        // a new SKU from 0; SQLite runs one transaction at a time, and the upsert below inserts a
+        // new SKU's row (unless a threshold is to be set on it first).
+        let ensure = self.store().backend() == Backend::Postgres || !thresholds.is_empty();
+        for chunk in skus.chunks(ROWS_PER_STATEMENT).filter(|_| ensure) {
             let sql = format!(
                 "INSERT INTO stock (sku, level, updated_at) VALUES {} ON CONFLICT (sku) DO NOTHING",
                 params.rows(chunk.len(), 3, 1)
@@ -394,9 +434,7 @@ impl Inventory {
         let mut levels = Vec::with_capacity(changes.len());
         let mut outbox = Vec::new();
         for change in &changes {
-            let (level, stored) = stock
-                .get_mut(&change.sku)
-                .ok_or_else(|| ApplyError::Invalid(format!("SKU {} has no row", change.sku)))?;
+            let (level, stored) = stock.entry(change.sku.clone()).or_insert((0, None));
             let previous = *level;
             let current = match change.op {
                 Op::Set(value) => Some(value),

@@ -74,11 +74,18 @@ impl Params {
 /// Claims every `(event_id, stream_sequence)` for `consumer` in `tx`, in one statement per
 /// [`ROWS_PER_STATEMENT`]; returns the event ids claimed now (the others were processed before).
 /// An id that appears twice is claimed once.
+///
+/// On Postgres that is an `INSERT … ON CONFLICT DO NOTHING RETURNING event_id`: the unique key
+/// decides between concurrent transactions. On SQLite the ids already claimed are read first
+/// (usually none: one answer and no rows), and the others inserted without `RETURNING`, because
+/// sqlx hands each returned SQLite row over from its database thread on its own. SQLite runs one
+/// write transaction at a time; should another process's write on the same file come in between,
+/// fewer rows are inserted than read as missing, and the claim fails as a whole, to be retried.
 pub async fn claim_all(
     tx: &mut Transaction<'_, Any>,
     consumer: &str,
     events: &[(&str, u64)],
-) -> Result<HashSet<String>, sqlx::Error> {
+) -> Result<HashSet<String>, StoreError> {
     let mut seen = HashSet::with_capacity(events.len());
     let unique: Vec<(&str, u64)> = events
         .iter()
@@ -89,21 +96,67 @@ pub async fn claim_all(
     let params = Params::of_connection(tx);
     let mut claimed = HashSet::with_capacity(unique.len());
     for chunk in unique.chunks(ROWS_PER_STATEMENT) {
+        let fresh: Vec<(&str, u64)> = match params {
+            Params::Numbered => chunk.to_vec(),
+            Params::InOrder => {
+                let sql = format!(
+                    "SELECT event_id FROM processed_events WHERE consumer = ? AND event_id IN ({})",
+                    params.list(chunk.len(), 2)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(consumer);
+                for (id, _) in chunk {
+                    query = query.bind(*id);
+                }
+                let before: HashSet<String> = query
+                    .fetch_all(&mut **tx)
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get::<String, _>("event_id"))
+                    .collect::<Result<_, _>>()?;
+                chunk
+                    .iter()
+                    .copied()
+                    .filter(|(id, _)| !before.contains(*id))
+                    .collect()
+            }
+        };
+        if fresh.is_empty() {
+            continue;
+        }
+        let returning = match params {
+            Params::Numbered => " RETURNING event_id",
+            Params::InOrder => "",
+        };
         let sql = format!(
             "INSERT INTO processed_events (consumer, event_id, stream_sequence, processed_at) \
-             VALUES {} ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
-            params.rows(chunk.len(), 4, 1)
+             VALUES {} ON CONFLICT (consumer, event_id) DO NOTHING{returning}",
+            params.rows(fresh.len(), 4, 1)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (id, sequence) in chunk {
+        for (id, sequence) in &fresh {
             query = query
                 .bind(consumer)
                 .bind(*id)
                 .bind(*sequence as i64)
                 .bind(now);
         }
-        for row in query.fetch_all(&mut **tx).await? {
-            claimed.insert(row.try_get::<String, _>("event_id")?);
+        match params {
+            Params::Numbered => {
+                for row in query.fetch_all(&mut **tx).await? {
+                    claimed.insert(row.try_get::<String, _>("event_id")?);
+                }
+            }
+            Params::InOrder => {
+                let inserted = query.execute(&mut **tx).await?.rows_affected();
+                if inserted != fresh.len() as u64 {
+                    return Err(StoreError::Batch(format!(
+                        "{} of {} events were claimed by another transaction meanwhile",
+                        fresh.len() as u64 - inserted,
+                        fresh.len()
+                    )));
+                }
+                claimed.extend(fresh.iter().map(|(id, _)| (*id).to_owned()));
+            }
         }
     }
     Ok(claimed)
