@@ -75,24 +75,19 @@ impl Handler {
     /// Sends what a batch's events call for, in parallel, recording each send in the ledger as
     /// it completes (those that complete together in one statement); one outcome per event.
     async fn handle(&self, batch: Vec<Delivery>) -> Vec<Outcome> {
-        let mut progress: Vec<Progress> = batch.iter().map(|_| Progress::default()).collect();
         let ids: Vec<&str> = batch.iter().map(|d| d.event.id.as_str()).collect();
         let sent = match store::sent_among(&self.store, &ids).await {
             Ok(sent) => sent,
             Err(e) => {
                 // Nothing is sent without knowing what was sent before.
-                return self.outcomes(
-                    &batch,
-                    vec![Some(format!("ledger: {e}")); batch.len()]
-                        .into_iter()
-                        .map(|retry| Progress {
-                            retry,
-                            permanent: Vec::new(),
-                        })
-                        .collect(),
-                );
+                let retry = || Progress {
+                    retry: Some(format!("ledger: {e}")),
+                    permanent: Vec::new(),
+                };
+                return self.outcomes(&batch, batch.iter().map(|_| retry()).collect());
             }
         };
+        let mut progress: Vec<Progress> = batch.iter().map(|_| Progress::default()).collect();
         let mut sends = Vec::new();
         for (event, delivery) in batch.iter().enumerate() {
             let context = self.rules.context(delivery);

@@ -173,3 +173,81 @@ async fn a_saved_checkpoint_only_moves_up_and_is_where_a_consumer_resumes() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_batch_is_claimed_in_one_statement_once_per_event() {
+    each_backend(|store| async move {
+        let mut tx = store.begin().await.unwrap();
+        assert!(claim(&mut tx, "c", "before", 1).await.unwrap());
+        tx.commit().await.unwrap();
+
+        let mut tx = store.begin().await.unwrap();
+        let claimed =
+            hookbus_store::claim_all(&mut tx, "c", &[("before", 1), ("x", 2), ("y", 3), ("x", 4)])
+                .await
+                .unwrap();
+        tx.commit().await.unwrap();
+        let mut claimed: Vec<_> = claimed.into_iter().collect();
+        claimed.sort();
+        assert_eq!(
+            claimed,
+            ["x", "y"],
+            "new ids once, the one claimed before not"
+        );
+        assert_eq!(last_sequence(store.pool(), "c").await.unwrap(), Some(3));
+
+        let mut tx = store.begin().await.unwrap();
+        let again = hookbus_store::claim_all(&mut tx, "c", &[("x", 2), ("y", 3)])
+            .await
+            .unwrap();
+        assert!(again.is_empty(), "a batch delivered again claims nothing");
+        tx.rollback().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failing_batch_is_split_until_only_the_failing_item_fails() {
+    each_backend(|store| async move {
+        sqlx::query("CREATE TABLE positive (v BIGINT NOT NULL CHECK (v >= 0))")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        // One statement for the whole batch: -1 fails it, and every half that holds -1.
+        let items: Vec<i64> = vec![1, 2, 3, 4, -1, 6, 7, 8, 9, 10, 11];
+        let params = hookbus_store::batch::Params::of(store.backend());
+        let results: Vec<Result<i64, hookbus_store::StoreError>> =
+            hookbus_store::apply_split(&store, &items, |tx, items| {
+                Box::pin(async move {
+                    let sql = format!(
+                        "INSERT INTO positive (v) VALUES {}",
+                        params.rows(items.len(), 1, 1)
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for v in items {
+                        query = query.bind(*v);
+                    }
+                    query
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(hookbus_store::StoreError::from)?;
+                    Ok(items.to_vec())
+                })
+            })
+            .await;
+        for (item, result) in items.iter().zip(&results) {
+            match result {
+                Ok(v) => assert_eq!(v, item),
+                Err(e) => assert_eq!(*item, -1, "only -1 fails, not {item}: {e}"),
+            }
+        }
+        assert!(results[4].is_err());
+        let (count, sum): (i64, i64) =
+            sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT), CAST(SUM(v) AS BIGINT) FROM positive")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!((count, sum), (10, 61), "every other item once");
+    })
+    .await;
+}
