@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use hookbus_commerce::CommerceEvent;
 use hookbus_proto::v1::Event;
-use hookbus_store::batch::{Params, ROWS_PER_STATEMENT};
+use hookbus_store::batch::{Params, ROWS_PER_STATEMENT, Value, Writes};
 use hookbus_store::sqlx::{self, Any, Row, Transaction};
 use hookbus_store::{Migrations, Store, StoreError};
 use serde::Serialize;
@@ -39,8 +39,9 @@ pub async fn record_batch(
         .iter()
         .map(|c| (c.event.id.as_str(), c.stream_sequence))
         .collect();
-    let claimed = hookbus_store::claim_all(tx, consumer, &ids).await?;
     let params = Params::of_connection(tx);
+    let mut writes = Writes::new(params);
+    let claimed = hookbus_store::claim_into(tx, consumer, &ids, &mut writes).await?;
     let mut first = HashSet::with_capacity(events.len());
     let mut counts: BTreeMap<(i64, &str, &str), (i64, i64)> = BTreeMap::new();
     let mut revenue: BTreeMap<(i64, String), (i64, i64)> = BTreeMap::new();
@@ -81,16 +82,17 @@ pub async fn record_batch(
              latency_ms_sum = event_counts.latency_ms_sum + excluded.latency_ms_sum",
             params.rows(chunk.len(), 5, 1)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut values = Vec::with_capacity(chunk.len() * 5);
         for ((minute, source, event_type), (count, latency)) in chunk {
-            query = query
-                .bind(*minute)
-                .bind(*source)
-                .bind(*event_type)
-                .bind(*count)
-                .bind(*latency);
+            values.extend([
+                Value::Int(*minute),
+                Value::from(*source),
+                Value::from(*event_type),
+                Value::Int(*count),
+                Value::Int(*latency),
+            ]);
         }
-        query.execute(&mut **tx).await?;
+        writes.push(sql, values, chunk.len() as u64);
     }
     let revenue: Vec<_> = revenue.into_iter().collect();
     for chunk in revenue.chunks(ROWS_PER_STATEMENT) {
@@ -100,12 +102,18 @@ pub async fn record_batch(
              orders = revenue.orders + excluded.orders",
             params.rows(chunk.len(), 4, 1)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut values = Vec::with_capacity(chunk.len() * 4);
         for ((hour, currency), (amount, orders)) in chunk {
-            query = query.bind(*hour).bind(currency).bind(*amount).bind(*orders);
+            values.extend([
+                Value::Int(*hour),
+                Value::from(currency.as_str()),
+                Value::Int(*amount),
+                Value::Int(*orders),
+            ]);
         }
-        query.execute(&mut **tx).await?;
+        writes.push(sql, values, chunk.len() as u64);
     }
+    writes.run(tx).await?;
     Ok(fresh)
 }
 

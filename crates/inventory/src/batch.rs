@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use hookbus_commerce::CommerceEvent;
 use hookbus_proto::inventory::v1::{LowStock, OutOfStock, StockLevelChanged};
-use hookbus_store::batch::{Params, ROWS_PER_STATEMENT};
+use hookbus_store::batch::{Params, ROWS_PER_STATEMENT, Value, Writes};
 use hookbus_store::sqlx::{self, Any, Row, Transaction};
 use hookbus_store::{Backend, Splittable, StoreError};
 
@@ -95,7 +95,8 @@ impl Inventory {
             .iter()
             .map(|i| (i.event_id.as_str(), i.stream_sequence))
             .collect();
-        let claimed = hookbus_store::claim_all(tx, consumer, &ids).await?;
+        let mut writes = Writes::new(self.params());
+        let claimed = hookbus_store::claim_into(tx, consumer, &ids, &mut writes).await?;
         let mut first = HashSet::with_capacity(items.len());
         let fresh: Vec<bool> = items
             .iter()
@@ -106,8 +107,10 @@ impl Inventory {
             .zip(&fresh)
             .filter_map(|(item, fresh)| fresh.then_some(item))
             .collect();
-        let changes = self.settle_orders(tx, &applied).await?;
-        self.change_stock(tx, changes, &BTreeMap::new()).await?;
+        let changes = self.settle_orders(tx, &applied, &mut writes).await?;
+        self.change_stock(tx, changes, &BTreeMap::new(), &mut writes)
+            .await?;
+        writes.run(tx).await?;
         Ok(fresh)
     }
 
@@ -126,7 +129,11 @@ impl Inventory {
             cause,
         };
         let thresholds = threshold.map(|t| (sku.to_owned(), t)).into_iter().collect();
-        let mut levels = self.change_stock(tx, vec![change], &thresholds).await?;
+        let mut writes = Writes::new(self.params());
+        let mut levels = self
+            .change_stock(tx, vec![change], &thresholds, &mut writes)
+            .await?;
+        writes.run(tx).await?;
         levels
             .pop()
             .ok_or_else(|| ApplyError::Invalid("no level was changed".into()))
@@ -138,6 +145,7 @@ impl Inventory {
         &self,
         tx: &mut Transaction<'static, Any>,
         items: &[&'a Item],
+        writes: &mut Writes,
     ) -> Result<Vec<Change<'a>>, ApplyError> {
         let now = unix_now();
         let params = self.params();
@@ -185,7 +193,7 @@ impl Inventory {
             }
             Params::InOrder => {
                 // One transaction at a time: read what is there (for new orders, nothing), then
-                // insert the rest without RETURNING (see `hookbus_store::claim_all`).
+                // insert the rest with the batch's other writes (see `hookbus_store::claim_all`).
                 let ids: Vec<&str> = candidates.iter().map(|(id, _)| *id).collect();
                 self.load_orders(tx, &ids, &mut orders).await?;
                 let new: Vec<(&str, &str)> = candidates
@@ -199,16 +207,15 @@ impl Inventory {
                          ON CONFLICT (order_id) DO NOTHING",
                         params.rows(chunk.len(), 3, 1)
                     );
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    let mut values = Vec::with_capacity(chunk.len() * 3);
                     for (order_id, status) in chunk {
-                        query = query.bind(*order_id).bind(*status).bind(now);
+                        values.extend([
+                            Value::from(*order_id),
+                            Value::from(*status),
+                            Value::Int(now),
+                        ]);
                     }
-                    if query.execute(&mut **tx).await?.rows_affected() != chunk.len() as u64 {
-                        return Err(StoreError::Batch(
-                            "orders were recorded by another transaction meanwhile".into(),
-                        )
-                        .into());
-                    }
+                    writes.push(sql, values, chunk.len() as u64);
                 }
                 orders.extend(
                     new.iter()
@@ -292,11 +299,15 @@ impl Inventory {
                 "INSERT INTO order_lines (order_id, sku, quantity) VALUES {}",
                 params.rows(chunk.len(), 3, 1)
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut values = Vec::with_capacity(chunk.len() * 3);
             for (order_id, sku, quantity) in chunk {
-                query = query.bind(order_id).bind(sku).bind(*quantity);
+                values.extend([
+                    Value::from(order_id.as_str()),
+                    Value::from(sku.as_str()),
+                    Value::Int(*quantity),
+                ]);
             }
-            query.execute(&mut **tx).await?;
+            writes.push(sql, values, chunk.len() as u64);
         }
         for chunk in released.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
@@ -305,11 +316,9 @@ impl Inventory {
                 params.one(1),
                 params.list(chunk.len(), 2)
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
-            for order_id in chunk {
-                query = query.bind(order_id);
-            }
-            query.execute(&mut **tx).await?;
+            let mut values = vec![Value::Int(now)];
+            values.extend(chunk.iter().map(|id| Value::from(id.as_str())));
+            writes.push(sql, values, chunk.len() as u64);
         }
         Ok(changes)
     }
@@ -376,13 +385,14 @@ impl Inventory {
     }
 
     /// Makes `changes` in order under the rows' locks (taken in SKU order), with the thresholds
-    /// of `thresholds` set first, and writes the outbox rows each change calls for; returns the
-    /// level after each change.
+    /// of `thresholds` set first; the new levels and the outbox rows each change calls for go to
+    /// `writes`. Returns the level after each change.
     async fn change_stock(
         &self,
         tx: &mut Transaction<'static, Any>,
         changes: Vec<Change<'_>>,
         thresholds: &BTreeMap<String, i64>,
+        writes: &mut Writes,
     ) -> Result<Vec<StockLevel>, ApplyError> {
         if changes.is_empty() {
             return Ok(Vec::new());
@@ -487,13 +497,17 @@ impl Inventory {
                  ON CONFLICT (sku) DO UPDATE SET level = excluded.level, updated_at = excluded.updated_at",
                 params.rows(chunk.len(), 3, 1)
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut values = Vec::with_capacity(chunk.len() * 3);
             for sku in chunk {
-                query = query.bind(*sku).bind(stock[*sku].0).bind(now);
+                values.extend([
+                    Value::from(*sku),
+                    Value::Int(stock[*sku].0),
+                    Value::Int(now),
+                ]);
             }
-            query.execute(&mut **tx).await?;
+            writes.push(sql, values, chunk.len() as u64);
         }
-        crate::outbox::insert(tx, params, &outbox).await?;
+        crate::outbox::insert(writes, params, outbox);
         Ok(levels)
     }
 }

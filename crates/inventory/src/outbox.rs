@@ -11,8 +11,8 @@ use base64::engine::general_purpose::STANDARD;
 use futures_util::future::join_all;
 use hookbus_bus::Publisher;
 use hookbus_proto::v1::Event;
-use hookbus_store::batch::{Params, ROWS_PER_STATEMENT};
-use hookbus_store::sqlx::{self, Any, Row, Transaction};
+use hookbus_store::batch::{Params, ROWS_PER_STATEMENT, Value, Writes};
+use hookbus_store::sqlx::{self, Row};
 use hookbus_store::{Store, StoreError};
 use prost::Message;
 use tokio::sync::Notify;
@@ -185,27 +185,23 @@ impl OutboxRow {
     }
 }
 
-/// Writes `rows` in `tx`, in multi-row statements.
-pub(crate) async fn insert(
-    tx: &mut Transaction<'static, Any>,
-    params: Params,
-    rows: &[OutboxRow],
-) -> Result<(), sqlx::Error> {
+/// Adds the statements that write `rows` to `writes`.
+pub(crate) fn insert(writes: &mut Writes, params: Params, rows: Vec<OutboxRow>) {
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO outbox (id, subject, event, traceparent, created_at) VALUES {}",
             params.rows(chunk.len(), 5, 1)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut values = Vec::with_capacity(chunk.len() * 5);
         for row in chunk {
-            query = query
-                .bind(&row.id)
-                .bind(&row.subject)
-                .bind(&row.event)
-                .bind(row.traceparent.as_deref())
-                .bind(row.created_at);
+            values.extend([
+                Value::from(row.id.as_str()),
+                Value::from(row.subject.as_str()),
+                Value::from(row.event.as_str()),
+                Value::NullableText(row.traceparent.clone()),
+                Value::Int(row.created_at),
+            ]);
         }
-        query.execute(&mut **tx).await?;
+        writes.push(sql, values, chunk.len() as u64);
     }
-    Ok(())
 }

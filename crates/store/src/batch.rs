@@ -86,6 +86,20 @@ pub async fn claim_all(
     consumer: &str,
     events: &[(&str, u64)],
 ) -> Result<HashSet<String>, StoreError> {
+    let mut writes = Writes::new(Params::of_connection(tx));
+    let claimed = claim_into(tx, consumer, events, &mut writes).await?;
+    writes.run(tx).await?;
+    Ok(claimed)
+}
+
+/// [`claim_all`], with the claims' insert on SQLite left in `writes`, to go with the batch's
+/// other writes (on Postgres the insert decides, so it runs now).
+pub async fn claim_into(
+    tx: &mut Transaction<'_, Any>,
+    consumer: &str,
+    events: &[(&str, u64)],
+    writes: &mut Writes,
+) -> Result<HashSet<String>, StoreError> {
     let mut seen = HashSet::with_capacity(events.len());
     let unique: Vec<(&str, u64)> = events
         .iter()
@@ -96,8 +110,25 @@ pub async fn claim_all(
     let params = Params::of_connection(tx);
     let mut claimed = HashSet::with_capacity(unique.len());
     for chunk in unique.chunks(ROWS_PER_STATEMENT) {
-        let fresh: Vec<(&str, u64)> = match params {
-            Params::Numbered => chunk.to_vec(),
+        match params {
+            Params::Numbered => {
+                let sql = format!(
+                    "INSERT INTO processed_events (consumer, event_id, stream_sequence, processed_at) \
+                     VALUES {} ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
+                    params.rows(chunk.len(), 4, 1)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (id, sequence) in chunk {
+                    query = query
+                        .bind(consumer)
+                        .bind(*id)
+                        .bind(*sequence as i64)
+                        .bind(now);
+                }
+                for row in query.fetch_all(&mut **tx).await? {
+                    claimed.insert(row.try_get::<String, _>("event_id")?);
+                }
+            }
             Params::InOrder => {
                 let sql = format!(
                     "SELECT event_id FROM processed_events WHERE consumer = ? AND event_id IN ({})",
@@ -113,48 +144,29 @@ pub async fn claim_all(
                     .iter()
                     .map(|row| row.try_get::<String, _>("event_id"))
                     .collect::<Result<_, _>>()?;
-                chunk
+                let fresh: Vec<(&str, u64)> = chunk
                     .iter()
                     .copied()
                     .filter(|(id, _)| !before.contains(*id))
-                    .collect()
-            }
-        };
-        if fresh.is_empty() {
-            continue;
-        }
-        let returning = match params {
-            Params::Numbered => " RETURNING event_id",
-            Params::InOrder => "",
-        };
-        let sql = format!(
-            "INSERT INTO processed_events (consumer, event_id, stream_sequence, processed_at) \
-             VALUES {} ON CONFLICT (consumer, event_id) DO NOTHING{returning}",
-            params.rows(fresh.len(), 4, 1)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (id, sequence) in &fresh {
-            query = query
-                .bind(consumer)
-                .bind(*id)
-                .bind(*sequence as i64)
-                .bind(now);
-        }
-        match params {
-            Params::Numbered => {
-                for row in query.fetch_all(&mut **tx).await? {
-                    claimed.insert(row.try_get::<String, _>("event_id")?);
+                    .collect();
+                if fresh.is_empty() {
+                    continue;
                 }
-            }
-            Params::InOrder => {
-                let inserted = query.execute(&mut **tx).await?.rows_affected();
-                if inserted != fresh.len() as u64 {
-                    return Err(StoreError::Batch(format!(
-                        "{} of {} events were claimed by another transaction meanwhile",
-                        fresh.len() as u64 - inserted,
-                        fresh.len()
-                    )));
+                let sql = format!(
+                    "INSERT INTO processed_events (consumer, event_id, stream_sequence, processed_at) \
+                     VALUES {} ON CONFLICT (consumer, event_id) DO NOTHING",
+                    params.rows(fresh.len(), 4, 1)
+                );
+                let mut values = Vec::with_capacity(fresh.len() * 4);
+                for (id, sequence) in &fresh {
+                    values.extend([
+                        Value::from(consumer),
+                        Value::from(*id),
+                        Value::Int(*sequence as i64),
+                        Value::Int(now),
+                    ]);
                 }
+                writes.push(sql, values, fresh.len() as u64);
                 claimed.extend(fresh.iter().map(|(id, _)| (*id).to_owned()));
             }
         }
@@ -250,4 +262,117 @@ where
         .into_iter()
         .map(|r| r.expect("every range was applied or failed"))
         .collect()
+}
+
+/// A value bound to a parameter of [`Writes`].
+#[derive(Debug, Clone)]
+pub enum Value {
+    Text(String),
+    Int(i64),
+    NullableText(Option<String>),
+}
+
+impl From<&str> for Value {
+    fn from(text: &str) -> Self {
+        Self::Text(text.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(text: String) -> Self {
+        Self::Text(text)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(n: i64) -> Self {
+        Self::Int(n)
+    }
+}
+
+impl From<Option<String>> for Value {
+    fn from(text: Option<String>) -> Self {
+        Self::NullableText(text)
+    }
+}
+
+/// The statements of a batch that only write, each with the rows it must change, run at the
+/// end: on Postgres one by one, on SQLite as one multi-statement query (one hand-off to sqlx's
+/// SQLite thread instead of one per statement; sqlx binds the parameters across the statements,
+/// in order). A statement that changes other than its rows fails the whole (on SQLite, their
+/// sum), as something another transaction did meanwhile.
+#[derive(Debug)]
+pub struct Writes {
+    params: Params,
+    statements: Vec<(String, Vec<Value>, u64)>,
+}
+
+impl Writes {
+    pub fn new(params: Params) -> Self {
+        Self {
+            params,
+            statements: Vec::new(),
+        }
+    }
+
+    /// Adds `sql` with its `values` (in parameter order), which must change `rows` rows.
+    pub fn push(&mut self, sql: String, values: Vec<Value>, rows: u64) {
+        self.statements.push((sql, values, rows));
+    }
+
+    pub async fn run(self, tx: &mut Transaction<'_, Any>) -> Result<(), StoreError> {
+        fn bound<'q>(
+            mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+            values: Vec<Value>,
+        ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+            for value in values {
+                query = match value {
+                    Value::Text(text) => query.bind(text),
+                    Value::Int(n) => query.bind(n),
+                    Value::NullableText(text) => query.bind(text),
+                };
+            }
+            query
+        }
+        let changed_meanwhile = |changed: u64, expected: u64| {
+            StoreError::Batch(format!(
+                "the batch's writes changed {changed} rows where {expected} were expected: \
+                 another transaction changed them meanwhile"
+            ))
+        };
+        match self.params {
+            Params::Numbered => {
+                for (sql, values, rows) in self.statements {
+                    let query = bound(sqlx::query(sqlx::AssertSqlSafe(sql)), values);
+                    let changed = query.execute(&mut **tx).await?.rows_affected();
+                    if changed != rows {
+                        return Err(changed_meanwhile(changed, rows));
+                    }
+                }
+            }
+            Params::InOrder => {
+                if self.statements.is_empty() {
+                    return Ok(());
+                }
+                let expected: u64 = self.statements.iter().map(|(_, _, rows)| rows).sum();
+                let sql = self
+                    .statements
+                    .iter()
+                    .map(|(sql, _, _)| sql.as_str())
+                    .collect::<Vec<_>>()
+                    .join(";\n");
+                let values = self
+                    .statements
+                    .into_iter()
+                    .flat_map(|(_, values, _)| values)
+                    .collect();
+                let query = bound(sqlx::query(sqlx::AssertSqlSafe(sql)), values);
+                let changed = query.execute(&mut **tx).await?.rows_affected();
+                if changed != expected {
+                    return Err(changed_meanwhile(changed, expected));
+                }
+            }
+        }
+        Ok(())
+    }
 }

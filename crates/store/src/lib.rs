@@ -15,7 +15,7 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Connection};
 
-pub use batch::{Splittable, apply_split, claim_all};
+pub use batch::{Splittable, Writes, apply_split, claim_all, claim_into};
 pub use ledger::{
     checkpoint, checkpointer, claim, last_sequence, prune, resume_point, save_checkpoint, track,
 };
