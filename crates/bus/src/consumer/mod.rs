@@ -197,7 +197,7 @@ async fn run(
                     if let Some(open) = pull.as_mut() {
                         while queue.len() < batch_size {
                             match open.next().now_or_never() {
-                                Some(Some(Ok(message))) => queue.push_back(with_permit(&semaphore, message)),
+                                Some(Some(Ok(message))) => enqueue(&mut queue, &semaphore, message).await,
                                 _ => break,
                             }
                         }
@@ -225,7 +225,7 @@ async fn run(
                         None => std::future::pending().await,
                     }
                 } => match next {
-                    Ok(Some(Ok(message))) => queue.push_back(with_permit(&semaphore, message)),
+                    Ok(Some(Ok(message))) => enqueue(&mut queue, &semaphore, message).await,
                     Ok(None) => pull = None,
                     Ok(Some(Err(e))) => {
                         tracing::warn!(consumer = %shared.spec.name, error = %e, "pull interrupted, resubscribing");
@@ -353,17 +353,23 @@ async fn ensure_consumer(
         .map_err(|e| e.to_string())
 }
 
-/// Takes the permit of a message just pulled: there is always one, since a pull asks for no more
-/// messages than there are free permits, and only the pull loop takes them.
-fn with_permit(
+/// Queues a message just pulled with its permit. There is always one: a pull asks for no more
+/// messages than there are free permits, and only the pull loop takes them. Were there none, the
+/// message would go back to the server rather than past the bound.
+async fn enqueue(
+    queue: &mut VecDeque<(jetstream::Message, OwnedSemaphorePermit)>,
     semaphore: &Arc<Semaphore>,
     message: jetstream::Message,
-) -> (jetstream::Message, OwnedSemaphorePermit) {
-    let permit = semaphore
-        .clone()
-        .try_acquire_owned()
-        .expect("a pull asks for no more messages than there are free permits");
-    (message, permit)
+) {
+    match semaphore.clone().try_acquire_owned() {
+        Ok(permit) => queue.push_back((message, permit)),
+        Err(_) => {
+            tracing::error!("a pull brought more messages than it asked for; handing one back");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(SHUTDOWN_NAK_DELAY)))
+                .await;
+        }
+    }
 }
 
 /// Reads the server's ack floor: the backlog gauges, and the checkpoint when it moved.
