@@ -75,14 +75,14 @@ impl Handler {
                     self.repeated.inc();
                     Outcome::Ack
                 }
-                Err(e) if attempt >= self.max_deliveries => Outcome::Reject {
-                    reason: format!("{e} (gave up after {attempt} deliveries)"),
-                },
                 Err(e) => {
-                    tracing::warn!(error = %e, "counting failed, will retry");
-                    Outcome::Retry {
-                        after: Duration::from_millis(500 * attempt.min(10)),
-                    }
+                    tracing::warn!(error = %e, "counting failed");
+                    Outcome::retry_unless_last(
+                        attempt,
+                        self.max_deliveries,
+                        Duration::from_millis(500 * attempt.min(10)),
+                        e,
+                    )
                 }
             })
             .collect()

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use hookbus_commerce::CommerceEvent;
 use hookbus_proto::v1::Event;
-use hookbus_store::batch::{Params, ROWS_PER_STATEMENT, Value, Writes};
+use hookbus_store::batch::{Params, Value, Writes};
 use hookbus_store::sqlx::{self, Any, Row, Transaction};
 use hookbus_store::{Migrations, Store, StoreError};
 use serde::Serialize;
@@ -39,8 +39,7 @@ pub async fn record_batch(
         .iter()
         .map(|c| (c.event.id.as_str(), c.stream_sequence))
         .collect();
-    let params = Params::of_connection(tx);
-    let mut writes = Writes::new(params);
+    let mut writes = Writes::new(Params::of_connection(tx));
     let claimed = hookbus_store::claim_into(tx, consumer, &ids, &mut writes).await?;
     let mut first = HashSet::with_capacity(events.len());
     let mut counts: BTreeMap<(i64, &str, &str), (i64, i64)> = BTreeMap::new();
@@ -74,45 +73,41 @@ pub async fn record_batch(
             sum.1 += 1;
         }
     }
-    let counts: Vec<_> = counts.into_iter().collect();
-    for chunk in counts.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO event_counts (minute, source, type, count, latency_ms_sum) VALUES {} \
-             ON CONFLICT (minute, source, type) DO UPDATE SET count = event_counts.count + excluded.count, \
-             latency_ms_sum = event_counts.latency_ms_sum + excluded.latency_ms_sum",
-            params.rows(chunk.len(), 5, 1)
-        );
-        let mut values = Vec::with_capacity(chunk.len() * 5);
-        for ((minute, source, event_type), (count, latency)) in chunk {
-            values.extend([
-                Value::Int(*minute),
-                Value::from(*source),
-                Value::from(*event_type),
-                Value::Int(*count),
-                Value::Int(*latency),
-            ]);
-        }
-        writes.push(sql, values, chunk.len() as u64);
-    }
-    let revenue: Vec<_> = revenue.into_iter().collect();
-    for chunk in revenue.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO revenue (hour, currency, amount_minor, orders) VALUES {} \
-             ON CONFLICT (hour, currency) DO UPDATE SET amount_minor = revenue.amount_minor + excluded.amount_minor, \
-             orders = revenue.orders + excluded.orders",
-            params.rows(chunk.len(), 4, 1)
-        );
-        let mut values = Vec::with_capacity(chunk.len() * 4);
-        for ((hour, currency), (amount, orders)) in chunk {
-            values.extend([
-                Value::Int(*hour),
-                Value::from(currency.as_str()),
-                Value::Int(*amount),
-                Value::Int(*orders),
-            ]);
-        }
-        writes.push(sql, values, chunk.len() as u64);
-    }
+    let values = counts
+        .into_iter()
+        .flat_map(|((minute, source, event_type), (count, latency))| {
+            [
+                Value::Int(minute),
+                Value::from(source),
+                Value::from(event_type),
+                Value::Int(count),
+                Value::Int(latency),
+            ]
+        });
+    writes.insert(
+        "INSERT INTO event_counts (minute, source, type, count, latency_ms_sum)",
+        "ON CONFLICT (minute, source, type) DO UPDATE SET count = event_counts.count + excluded.count, \
+         latency_ms_sum = event_counts.latency_ms_sum + excluded.latency_ms_sum",
+        5,
+        values.collect(),
+    );
+    let values = revenue
+        .into_iter()
+        .flat_map(|((hour, currency), (amount, orders))| {
+            [
+                Value::Int(hour),
+                Value::Text(currency),
+                Value::Int(amount),
+                Value::Int(orders),
+            ]
+        });
+    writes.insert(
+        "INSERT INTO revenue (hour, currency, amount_minor, orders)",
+        "ON CONFLICT (hour, currency) DO UPDATE SET amount_minor = revenue.amount_minor + excluded.amount_minor, \
+         orders = revenue.orders + excluded.orders",
+        4,
+        values.collect(),
+    );
     writes.run(tx).await?;
     Ok(fresh)
 }

@@ -78,7 +78,6 @@ impl Handler {
                 Ok(Some(effect)) => {
                     positions.push(position);
                     items.push(Item {
-                        event_id: delivery.event.id.clone(),
                         stream_sequence: delivery.stream_sequence,
                         effect,
                         cause: Cause {
@@ -121,14 +120,14 @@ impl Handler {
                     Outcome::Ack
                 }
                 Err(ApplyError::Invalid(reason)) => Outcome::Reject { reason },
-                Err(e) if delivery.attempt >= self.max_deliveries => Outcome::Reject {
-                    reason: format!("{e} (gave up after {} deliveries)", delivery.attempt),
-                },
                 Err(e) => {
-                    tracing::warn!(error = %e, event = %delivery.event.id, "inventory update failed, will retry");
-                    Outcome::Retry {
-                        after: Duration::from_millis(500 * delivery.attempt.min(10)),
-                    }
+                    tracing::warn!(error = %e, event = %delivery.event.id, "inventory update failed");
+                    Outcome::retry_unless_last(
+                        delivery.attempt,
+                        self.max_deliveries,
+                        Duration::from_millis(500 * delivery.attempt.min(10)),
+                        e,
+                    )
                 }
             };
         }

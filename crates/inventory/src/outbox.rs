@@ -186,22 +186,20 @@ impl OutboxRow {
 }
 
 /// Adds the statements that write `rows` to `writes`.
-pub(crate) fn insert(writes: &mut Writes, params: Params, rows: Vec<OutboxRow>) {
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO outbox (id, subject, event, traceparent, created_at) VALUES {}",
-            params.rows(chunk.len(), 5, 1)
-        );
-        let mut values = Vec::with_capacity(chunk.len() * 5);
-        for row in chunk {
-            values.extend([
-                Value::from(row.id.as_str()),
-                Value::from(row.subject.as_str()),
-                Value::from(row.event.as_str()),
-                Value::NullableText(row.traceparent.clone()),
-                Value::Int(row.created_at),
-            ]);
-        }
-        writes.push(sql, values, chunk.len() as u64);
-    }
+pub(crate) fn insert(writes: &mut Writes, rows: Vec<OutboxRow>) {
+    let values = rows.into_iter().flat_map(|row| {
+        [
+            Value::Text(row.id),
+            Value::Text(row.subject),
+            Value::Text(row.event),
+            Value::NullableText(row.traceparent),
+            Value::Int(row.created_at),
+        ]
+    });
+    writes.insert(
+        "INSERT INTO outbox (id, subject, event, traceparent, created_at)",
+        "",
+        5,
+        values.collect(),
+    );
 }

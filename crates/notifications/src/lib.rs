@@ -68,6 +68,13 @@ struct Progress {
     permanent: Vec<String>,
 }
 
+impl Progress {
+    /// Every rule of the event was sent (now or before).
+    fn done(&self) -> bool {
+        self.retry.is_none() && self.permanent.is_empty()
+    }
+}
+
 /// Sends made at once within a batch, at most.
 const PARALLEL_SENDS: usize = 32;
 
@@ -94,7 +101,10 @@ impl Handler {
             // Every matching rule is tried: a rule that fails does not keep the others from
             // sending.
             for rule in self.rules.matching(&delivery.subject) {
-                if sent.contains(&(rule.name.clone(), delivery.event.id.clone())) {
+                if sent
+                    .get(&delivery.event.id)
+                    .is_some_and(|rules| rules.contains(&rule.name))
+                {
                     self.metrics.repeated.inc();
                     continue;
                 }
@@ -168,14 +178,12 @@ impl Handler {
         let done: Vec<(&str, u64)> = batch
             .iter()
             .zip(&progress)
-            .filter(|(_, p)| p.retry.is_none() && p.permanent.is_empty())
+            .filter(|(_, p)| p.done())
             .map(|(d, _)| (d.event.id.as_str(), d.stream_sequence))
             .collect();
         if let Err(e) = store::finish(&self.store, &self.consumer, &done).await {
-            for p in &mut progress {
-                if p.retry.is_none() && p.permanent.is_empty() {
-                    p.retry = Some(format!("ledger: {e}"));
-                }
+            for p in progress.iter_mut().filter(|p| p.done()) {
+                p.retry = Some(format!("ledger: {e}"));
             }
         }
         self.outcomes(&batch, progress)
@@ -215,23 +223,17 @@ impl Handler {
                     None => Outcome::Reject {
                         reason: permanent.join("; "),
                     },
-                    // The last allowed delivery: dead-letter with every cause rather than the
-                    // runtime's generic "still failing".
-                    Some(reason) if delivery.attempt >= self.max_deliveries => {
-                        permanent.push(format!(
-                            "{reason} (gave up after {} deliveries)",
-                            delivery.attempt
-                        ));
-                        Outcome::Reject {
-                            reason: permanent.join("; "),
-                        }
-                    }
-                    Some(_) => {
+                    // On the last allowed delivery, dead-lettered with every cause.
+                    Some(reason) => {
                         let index = (delivery.attempt.saturating_sub(1) as usize)
                             .min(self.retry_backoff.len().saturating_sub(1));
-                        Outcome::Retry {
-                            after: self.retry_backoff.get(index).copied().unwrap_or_default(),
-                        }
+                        permanent.push(reason);
+                        Outcome::retry_unless_last(
+                            delivery.attempt,
+                            self.max_deliveries,
+                            self.retry_backoff.get(index).copied().unwrap_or_default(),
+                            permanent.join("; "),
+                        )
                     }
                 },
             )

@@ -1,6 +1,6 @@
 //! The ledger of sent notifications: one row per (rule, event).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use hookbus_store::batch::{Params, ROWS_PER_STATEMENT};
 use hookbus_store::sqlx::{self, Row};
@@ -15,13 +15,13 @@ pub fn migrations() -> Migrations {
     )])
 }
 
-/// The `(rule, event id)` pairs among `event_ids` that the ledger shows sent.
+/// The rules the ledger shows sent for each of `event_ids` (those with any).
 pub async fn sent_among(
     store: &Store,
     event_ids: &[&str],
-) -> Result<HashSet<(String, String)>, StoreError> {
+) -> Result<HashMap<String, HashSet<String>>, StoreError> {
     let params = Params::of(store.backend());
-    let mut sent = HashSet::new();
+    let mut sent: HashMap<String, HashSet<String>> = HashMap::new();
     for chunk in event_ids.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "SELECT rule, event_id FROM notifications_sent WHERE event_id IN ({})",
@@ -32,7 +32,9 @@ pub async fn sent_among(
             query = query.bind(*id);
         }
         for row in query.fetch_all(store.pool()).await? {
-            sent.insert((row.try_get("rule")?, row.try_get("event_id")?));
+            sent.entry(row.try_get("event_id")?)
+                .or_default()
+                .insert(row.try_get("rule")?);
         }
     }
     Ok(sent)

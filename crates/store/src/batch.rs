@@ -1,6 +1,6 @@
-//! A batch of events in one transaction: multi-row statements ([`Params`]), the ledger claims of a whole batch
-//! in one, and [`apply_split`], which commits a batch at once and, when that fails, splits it so
-//! that only the event that cannot be applied fails.
+//! A batch of events in one transaction: multi-row statements ([`Params`], [`Writes`]), the
+//! ledger claims of a whole batch in one, and [`apply_split`], which commits a batch at once and,
+//! when that fails, splits it so that only the event that cannot be applied fails.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -12,6 +12,10 @@ use crate::{Store, StoreError};
 /// Rows per multi-row statement: far below SQLite's and Postgres's limits on parameters for the
 /// widest row here (5 columns).
 pub const ROWS_PER_STATEMENT: usize = 500;
+
+/// The ledger's insert, up to its `VALUES`.
+const CLAIM_INSERT: &str =
+    "INSERT INTO processed_events (consumer, event_id, stream_sequence, processed_at)";
 
 /// How a statement writes its parameters: numbered (`$1, $2, …`, Postgres) or `?` in order
 /// (SQLite: sqlx looks a numbered SQLite parameter up by its name, a scan over all of them, which
@@ -113,8 +117,8 @@ pub async fn claim_into(
         match params {
             Params::Numbered => {
                 let sql = format!(
-                    "INSERT INTO processed_events (consumer, event_id, stream_sequence, processed_at) \
-                     VALUES {} ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
+                    "{CLAIM_INSERT} VALUES {} ON CONFLICT (consumer, event_id) DO NOTHING \
+                     RETURNING event_id",
                     params.rows(chunk.len(), 4, 1)
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -149,24 +153,20 @@ pub async fn claim_into(
                     .copied()
                     .filter(|(id, _)| !before.contains(*id))
                     .collect();
-                if fresh.is_empty() {
-                    continue;
-                }
-                let sql = format!(
-                    "INSERT INTO processed_events (consumer, event_id, stream_sequence, processed_at) \
-                     VALUES {} ON CONFLICT (consumer, event_id) DO NOTHING",
-                    params.rows(fresh.len(), 4, 1)
-                );
-                let mut values = Vec::with_capacity(fresh.len() * 4);
-                for (id, sequence) in &fresh {
-                    values.extend([
+                let values = fresh.iter().flat_map(|(id, sequence)| {
+                    [
                         Value::from(consumer),
                         Value::from(*id),
                         Value::Int(*sequence as i64),
                         Value::Int(now),
-                    ]);
-                }
-                writes.push(sql, values, fresh.len() as u64);
+                    ]
+                });
+                writes.insert(
+                    CLAIM_INSERT,
+                    "ON CONFLICT (consumer, event_id) DO NOTHING",
+                    4,
+                    values.collect(),
+                );
                 claimed.extend(fresh.iter().map(|(id, _)| (*id).to_owned()));
             }
         }
@@ -278,24 +278,6 @@ impl From<&str> for Value {
     }
 }
 
-impl From<String> for Value {
-    fn from(text: String) -> Self {
-        Self::Text(text)
-    }
-}
-
-impl From<i64> for Value {
-    fn from(n: i64) -> Self {
-        Self::Int(n)
-    }
-}
-
-impl From<Option<String>> for Value {
-    fn from(text: Option<String>) -> Self {
-        Self::NullableText(text)
-    }
-}
-
 /// The statements of a batch that only write, each with the rows it must change, run at the
 /// end: on Postgres one by one, on SQLite as one multi-statement query (one hand-off to sqlx's
 /// SQLite thread instead of one per statement; sqlx binds the parameters across the statements,
@@ -318,6 +300,21 @@ impl Writes {
     /// Adds `sql` with its `values` (in parameter order), which must change `rows` rows.
     pub fn push(&mut self, sql: String, values: Vec<Value>, rows: u64) {
         self.statements.push((sql, values, rows));
+    }
+
+    /// Adds `{head} VALUES (…), (…) {tail}` for `values`, `columns` to a row, in statements of
+    /// at most [`ROWS_PER_STATEMENT`] rows, each of which must insert (or upsert) all its rows.
+    pub fn insert(&mut self, head: &str, tail: &str, columns: usize, mut values: Vec<Value>) {
+        while !values.is_empty() {
+            let rest = values.split_off(values.len().min(ROWS_PER_STATEMENT * columns));
+            let rows = values.len() / columns;
+            let sql = format!(
+                "{head} VALUES {} {tail}",
+                self.params.rows(rows, columns, 1)
+            );
+            self.push(sql, values, rows as u64);
+            values = rest;
+        }
     }
 
     pub async fn run(self, tx: &mut Transaction<'_, Any>) -> Result<(), StoreError> {

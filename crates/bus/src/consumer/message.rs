@@ -39,7 +39,7 @@ pub(super) const SHUTDOWN_NAK_DELAY: Duration = Duration::from_secs(2);
 /// Ticks every third of `ack_wait`, the first one a third from now. (Not `interval` and a first
 /// `tick().await`: that first tick waits for the timer wheel's next millisecond, which costs about
 /// a millisecond per batch.)
-fn progress_ticks(spec: &ConsumerSpec) -> tokio::time::Interval {
+pub(super) fn progress_ticks(spec: &ConsumerSpec) -> tokio::time::Interval {
     let period = spec.ack_wait / 3;
     tokio::time::interval_at(tokio::time::Instant::now() + period, period)
 }
@@ -53,7 +53,7 @@ async fn in_progress(messages: &[jetstream::Message]) {
 
 /// Hands messages back to the server on shutdown, confirmed, so that when the runtime returns
 /// the server has them.
-async fn hand_back(messages: &[jetstream::Message]) {
+pub(super) async fn hand_back(messages: &[jetstream::Message]) {
     join_all(
         messages
             .iter()
@@ -170,7 +170,8 @@ pub(super) async fn process(
             }
         }
     };
-    let (metrics, labels) = (&spec.metrics, spec.labels());
+    let labels = spec.labels();
+    let metrics = &spec.metrics;
     metrics
         .handler_seconds
         .get_or_create(&labels)
@@ -179,7 +180,7 @@ pub(super) async fn process(
         .batch_messages
         .get_or_create(&labels)
         .observe(pulled.len() as f64);
-    settle(shared, messages, pulled, outcomes)
+    settle(shared, &labels, messages, pulled, outcomes)
         .instrument(span)
         .await;
 }
@@ -187,12 +188,13 @@ pub(super) async fn process(
 /// Acks, NAKs or dead-letters each message by its outcome (a missing outcome is a retry).
 async fn settle(
     shared: &Shared,
+    labels: &crate::ConsumerLabels,
     messages: Vec<jetstream::Message>,
     pulled: Vec<Pulled>,
     outcomes: Vec<Outcome>,
 ) {
     let spec = &shared.spec;
-    let (metrics, labels) = (&spec.metrics, spec.labels());
+    let metrics = &spec.metrics;
     let mut outcomes = outcomes.into_iter();
     let mut acks = Vec::with_capacity(messages.len());
     for (message, info) in messages.into_iter().zip(pulled) {
@@ -209,7 +211,7 @@ async fn settle(
                     sequence = info.stream_sequence,
                     "handler asked for a retry"
                 );
-                metrics.retried.get_or_create(&labels).inc();
+                metrics.retried.get_or_create(labels).inc();
                 let _ = message.ack_with(AckKind::Nak(Some(after))).await;
             }
             Outcome::Retry { .. } => {
@@ -224,7 +226,7 @@ async fn settle(
     }
     metrics
         .processed
-        .get_or_create(&labels)
+        .get_or_create(labels)
         .inc_by(acks.len() as u64);
     // Not lost when an ack is: the server redelivers after ack_wait and the handler is idempotent.
     if spec.confirm_acks {

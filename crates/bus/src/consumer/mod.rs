@@ -28,7 +28,9 @@ use tokio_util::sync::CancellationToken;
 use crate::dlq;
 use crate::streams::EVENTS_STREAM;
 
-use message::{Handler, SHUTDOWN_NAK_DELAY, Shared, process, watch_max_deliveries};
+use message::{
+    Handler, SHUTDOWN_NAK_DELAY, Shared, hand_back, process, progress_ticks, watch_max_deliveries,
+};
 pub use spec::{
     Checkpoint, ConsumerSpec, Delivery, Outcome, ResumePoint, StartPosition, check_batch_size,
 };
@@ -131,8 +133,7 @@ async fn run(
     // batch is taken from here when a slot is free: everything waiting, up to `batch_size`. So
     // batches fill up exactly when handlers are busy, and at low load a batch is one message.
     let mut queue: VecDeque<(jetstream::Message, OwnedSemaphorePermit)> = VecDeque::new();
-    let period = shared.spec.ack_wait / 3;
-    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut progress = progress_ticks(&shared.spec);
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
     let mut floor_checked = tokio::time::Instant::now();
@@ -253,11 +254,8 @@ async fn run(
     }
     // Shutdown: what waits for a slot, and what an open pull still brings, goes back to the
     // server.
-    for (message, _) in queue.drain(..) {
-        let _ = message
-            .double_ack_with(AckKind::Nak(Some(SHUTDOWN_NAK_DELAY)))
-            .await;
-    }
+    let waiting: Vec<jetstream::Message> = queue.drain(..).map(|(message, _)| message).collect();
+    hand_back(&waiting).await;
 
     // Drain: running handlers get `drain_timeout`, then are told to NAK and stop.
     let drained = tokio::time::timeout(shared.spec.drain_timeout, async {

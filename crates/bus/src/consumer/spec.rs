@@ -20,6 +20,25 @@ pub enum Outcome {
     Reject { reason: String },
 }
 
+impl Outcome {
+    /// A retry after `after`, or, when `attempt` is the last of `max_deliveries`, a rejection
+    /// that names `cause` (the runtime's own dead letter would only say that it kept failing).
+    pub fn retry_unless_last(
+        attempt: u64,
+        max_deliveries: u64,
+        after: Duration,
+        cause: impl std::fmt::Display,
+    ) -> Self {
+        if attempt >= max_deliveries {
+            Self::Reject {
+                reason: format!("{cause} (gave up after {attempt} deliveries)"),
+            }
+        } else {
+            Self::Retry { after }
+        }
+    }
+}
+
 /// Where a consumer created for the first time starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartPosition {
@@ -156,8 +175,8 @@ pub fn check_batch_size(key: &str, batch_size: usize) -> Result<(), hookbus_conf
 }
 
 impl ConsumerSpec {
-    /// Defaults: start `new`, 16 handlers, batches of up to 64, confirmed acks, 5 deliveries, 10,000 unacknowledged at the server, 30 s
-    /// ack wait, back-off 1 s, 5 s, 30 s, 2 min.
+    /// Defaults: start `new`, 16 handlers, batches of up to 64, confirmed acks, 5 deliveries,
+    /// 10,000 unacknowledged at the server, 30 s ack wait, back-off 1 s, 5 s, 30 s, 2 min.
     pub fn new(name: impl Into<String>, filter_subjects: &[&str]) -> Self {
         Self {
             name: name.into(),

@@ -35,10 +35,9 @@ pub enum Op {
     Add(i64),
 }
 
-/// One event of a batch.
+/// One event of a batch (its id is its cause's).
 #[derive(Debug, Clone)]
 pub struct Item {
-    pub event_id: String,
     pub stream_sequence: u64,
     pub effect: Effect,
     pub cause: Cause,
@@ -95,14 +94,17 @@ impl Inventory {
     ) -> Result<Vec<bool>, ApplyError> {
         let ids: Vec<(&str, u64)> = items
             .iter()
-            .map(|i| (i.event_id.as_str(), i.stream_sequence))
+            .map(|i| (i.cause.event_id.as_str(), i.stream_sequence))
             .collect();
         let mut writes = Writes::new(self.params());
         let claimed = hookbus_store::claim_into(tx, consumer, &ids, &mut writes).await?;
         let mut first = HashSet::with_capacity(items.len());
         let fresh: Vec<bool> = items
             .iter()
-            .map(|i| claimed.contains(&i.event_id) && first.insert(i.event_id.as_str()))
+            .map(|i| {
+                let id = i.cause.event_id.as_str();
+                claimed.contains(id) && first.insert(id)
+            })
             .collect();
         let applied: Vec<&Item> = items
             .iter()
@@ -110,8 +112,7 @@ impl Inventory {
             .filter_map(|(item, fresh)| fresh.then_some(item))
             .collect();
         let changes = self.settle_orders(tx, &applied, &mut writes).await?;
-        self.change_stock(tx, changes, &BTreeMap::new(), &mut writes)
-            .await?;
+        self.change_stock(tx, changes, None, &mut writes).await?;
         writes.run(tx).await?;
         Ok(fresh)
     }
@@ -130,10 +131,10 @@ impl Inventory {
             op,
             cause,
         };
-        let thresholds = threshold.map(|t| (sku.to_owned(), t)).into_iter().collect();
+        let threshold = threshold.map(|t| (sku, t));
         let mut writes = Writes::new(self.params());
         let mut levels = self
-            .change_stock(tx, vec![change], &thresholds, &mut writes)
+            .change_stock(tx, vec![change], threshold, &mut writes)
             .await?;
         writes.run(tx).await?;
         levels
@@ -153,14 +154,14 @@ impl Inventory {
         }
     }
 
-    /// Makes `changes` in order under the rows' locks (taken in SKU order), with the thresholds
-    /// of `thresholds` set first; the new levels and the outbox rows each change calls for go to
+    /// Makes `changes` in order under the rows' locks (taken in SKU order), with a SKU's
+    /// `threshold` set first; the new levels and the outbox rows each change calls for go to
     /// `writes`. Returns the level after each change.
     async fn change_stock(
         &self,
         tx: &mut Transaction<'static, Any>,
         changes: Vec<Change<'_>>,
-        thresholds: &BTreeMap<String, i64>,
+        threshold: Option<(&str, i64)>,
         writes: &mut Writes,
     ) -> Result<Vec<StockLevel>, ApplyError> {
         if changes.is_empty() {
@@ -172,7 +173,7 @@ impl Inventory {
         // On Postgres every row must exist before it is locked, or two batches could both start
         // a new SKU from 0; SQLite runs one transaction at a time, and the upsert below inserts a
         // new SKU's row (unless a threshold is to be set on it first).
-        let ensure = self.store().backend() == Backend::Postgres || !thresholds.is_empty();
+        let ensure = self.store().backend() == Backend::Postgres || threshold.is_some();
         for chunk in skus.chunks(ROWS_PER_STATEMENT).filter(|_| ensure) {
             let sql = format!(
                 "INSERT INTO stock (sku, level, updated_at) VALUES {} ON CONFLICT (sku) DO NOTHING",
@@ -184,10 +185,10 @@ impl Inventory {
             }
             query.execute(&mut **tx).await?;
         }
-        for (sku, threshold) in thresholds {
+        if let Some((sku, threshold)) = threshold {
             sqlx::query("UPDATE stock SET threshold = $2 WHERE sku = $1")
                 .bind(sku)
-                .bind(*threshold)
+                .bind(threshold)
                 .execute(&mut **tx)
                 .await?;
         }
@@ -260,23 +261,20 @@ impl Inventory {
                 threshold,
             });
         }
-        for chunk in skus.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO stock (sku, level, updated_at) VALUES {} \
-                 ON CONFLICT (sku) DO UPDATE SET level = excluded.level, updated_at = excluded.updated_at",
-                params.rows(chunk.len(), 3, 1)
-            );
-            let mut values = Vec::with_capacity(chunk.len() * 3);
-            for sku in chunk {
-                values.extend([
-                    Value::from(*sku),
-                    Value::Int(stock[*sku].0),
-                    Value::Int(now),
-                ]);
-            }
-            writes.push(sql, values, chunk.len() as u64);
-        }
-        crate::outbox::insert(writes, params, outbox);
+        let values = skus.iter().flat_map(|sku| {
+            [
+                Value::from(*sku),
+                Value::Int(stock[*sku].0),
+                Value::Int(now),
+            ]
+        });
+        writes.insert(
+            "INSERT INTO stock (sku, level, updated_at)",
+            "ON CONFLICT (sku) DO UPDATE SET level = excluded.level, updated_at = excluded.updated_at",
+            3,
+            values.collect(),
+        );
+        crate::outbox::insert(writes, outbox);
         Ok(levels)
     }
 }

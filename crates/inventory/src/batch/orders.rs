@@ -73,22 +73,19 @@ impl Inventory {
                     .copied()
                     .filter(|(id, _)| !orders.contains_key(*id))
                     .collect();
-                for chunk in new.chunks(ROWS_PER_STATEMENT) {
-                    let sql = format!(
-                        "INSERT INTO orders (order_id, status, updated_at) VALUES {} \
-                         ON CONFLICT (order_id) DO NOTHING",
-                        params.rows(chunk.len(), 3, 1)
-                    );
-                    let mut values = Vec::with_capacity(chunk.len() * 3);
-                    for (order_id, status) in chunk {
-                        values.extend([
-                            Value::from(*order_id),
-                            Value::from(*status),
-                            Value::Int(now),
-                        ]);
-                    }
-                    writes.push(sql, values, chunk.len() as u64);
-                }
+                let values = new.iter().flat_map(|(order_id, status)| {
+                    [
+                        Value::from(*order_id),
+                        Value::from(*status),
+                        Value::Int(now),
+                    ]
+                });
+                writes.insert(
+                    "INSERT INTO orders (order_id, status, updated_at)",
+                    "ON CONFLICT (order_id) DO NOTHING",
+                    3,
+                    values.collect(),
+                );
                 orders.extend(
                     new.iter()
                         .map(|(id, _)| ((*id).to_owned(), OrderState::New)),
@@ -141,17 +138,15 @@ impl Inventory {
                     *state = OrderState::Reserved(lines);
                 }
                 Effect::Commerce(CommerceEvent::OrderCancelled(cancel)) => {
-                    match orders.get_mut(&cancel.order_id) {
-                        Some(state @ OrderState::New) => {
+                    // Whatever it was, the order is cancelled after this.
+                    let Some(state) = orders.get_mut(&cancel.order_id) else {
+                        continue;
+                    };
+                    match std::mem::replace(state, OrderState::Cancelled) {
+                        OrderState::New => {
                             tracing::info!(order = %cancel.order_id, "cancel before its order: tombstone left");
-                            *state = OrderState::Cancelled;
                         }
-                        Some(state @ OrderState::Reserved(_)) => {
-                            let OrderState::Reserved(lines) =
-                                std::mem::replace(state, OrderState::Cancelled)
-                            else {
-                                unreachable!("matched as reserved")
-                            };
+                        OrderState::Reserved(lines) => {
                             for (sku, quantity) in lines {
                                 changes.push(Change {
                                     sku,
@@ -161,26 +156,24 @@ impl Inventory {
                             }
                             released.push(cancel.order_id.clone());
                         }
-                        Some(OrderState::Cancelled) | None => {} // already cancelled
+                        OrderState::Cancelled => {} // already cancelled
                     }
                 }
             }
         }
-        for chunk in new_lines.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO order_lines (order_id, sku, quantity) VALUES {}",
-                params.rows(chunk.len(), 3, 1)
-            );
-            let mut values = Vec::with_capacity(chunk.len() * 3);
-            for (order_id, sku, quantity) in chunk {
-                values.extend([
-                    Value::from(order_id.as_str()),
-                    Value::from(sku.as_str()),
-                    Value::Int(*quantity),
-                ]);
-            }
-            writes.push(sql, values, chunk.len() as u64);
-        }
+        let values = new_lines.into_iter().flat_map(|(order_id, sku, quantity)| {
+            [
+                Value::Text(order_id),
+                Value::Text(sku),
+                Value::Int(quantity),
+            ]
+        });
+        writes.insert(
+            "INSERT INTO order_lines (order_id, sku, quantity)",
+            "",
+            3,
+            values.collect(),
+        );
         for chunk in released.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "UPDATE orders SET status = 'cancelled', updated_at = {} \
