@@ -175,22 +175,34 @@ struct Range {
     bucket: Option<String>,
 }
 
+/// What is wrong with a stats query.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum QueryError {
+    #[error("{field}: {text:?} is neither unix seconds nor an RFC 3339 time")]
+    Time { field: &'static str, text: String },
+    #[error("from: must not be after to")]
+    Order,
+}
+
 /// A time as unix seconds or RFC 3339.
-fn parse_time(field: &str, text: Option<&str>, default: i64) -> Result<i64, String> {
+fn parse_time(field: &'static str, text: Option<&str>, default: i64) -> Result<i64, QueryError> {
     let Some(text) = text else { return Ok(default) };
     if let Ok(seconds) = text.parse::<i64>() {
         return Ok(seconds);
     }
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map(|t| t.unix_timestamp())
-        .map_err(|_| format!("{field}: {text:?} is neither unix seconds nor an RFC 3339 time"))
+        .map_err(|_| QueryError::Time {
+            field,
+            text: text.to_owned(),
+        })
 }
 
-fn range(query: &Range) -> Result<(i64, i64), String> {
+fn range(query: &Range) -> Result<(i64, i64), QueryError> {
     let from = parse_time("from", query.from.as_deref(), 0)?;
     let to = parse_time("to", query.to.as_deref(), i64::MAX / 2)?;
     if from > to {
-        return Err("from: must not be after to".into());
+        return Err(QueryError::Order);
     }
     Ok((from, to))
 }
@@ -198,7 +210,7 @@ fn range(query: &Range) -> Result<(i64, i64), String> {
 async fn stats_events(State(state): State<Arc<AppState>>, Query(query): Query<Range>) -> Response {
     let (from, to) = match range(&query) {
         Ok(range) => range,
-        Err(message) => return bad_request(message),
+        Err(e) => return bad_request(e.to_string()),
     };
     let bucket = match query.bucket.as_deref().unwrap_or("minute") {
         "minute" => 60,
@@ -214,7 +226,7 @@ async fn stats_events(State(state): State<Arc<AppState>>, Query(query): Query<Ra
 async fn stats_revenue(State(state): State<Arc<AppState>>, Query(query): Query<Range>) -> Response {
     let (from, to) = match range(&query) {
         Ok(range) => range,
-        Err(message) => return bad_request(message),
+        Err(e) => return bad_request(e.to_string()),
     };
     match store::revenue(&state.store, from, to).await {
         Ok(items) => Json(serde_json::json!({ "items": items })).into_response(),

@@ -7,6 +7,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use bytes::Bytes;
 
+use crate::error::NatsError;
 use crate::streams::{ProvisionError, ensure_stream};
 
 pub const DLQ_STREAM: &str = "DLQ";
@@ -135,13 +136,19 @@ impl StoredLetter {
 }
 
 /// The dead letter at `sequence` in `DLQ`, if there is one.
-pub async fn get(js: &jetstream::Context, sequence: u64) -> Result<Option<StoredLetter>, String> {
+pub async fn get(
+    js: &jetstream::Context,
+    sequence: u64,
+) -> Result<Option<StoredLetter>, NatsError> {
     use async_nats::jetstream::stream::RawMessageErrorKind;
-    let stream = js.get_stream(DLQ_STREAM).await.map_err(|e| e.to_string())?;
+    let stream = js
+        .get_stream(DLQ_STREAM)
+        .await
+        .map_err(NatsError::of("get stream DLQ"))?;
     match stream.get_raw_message(sequence).await {
         Ok(raw) => Ok(Some(StoredLetter::of(sequence, raw.headers, raw.payload))),
         Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(NatsError::of("get dead letter")(e)),
     }
 }
 
@@ -157,7 +164,7 @@ pub async fn list(
     js: &jetstream::Context,
     consumer: Option<&str>,
     limit: usize,
-) -> Result<Vec<StoredLetter>, String> {
+) -> Result<Vec<StoredLetter>, NatsError> {
     page(js, filter(consumer), 1, limit).await
 }
 
@@ -169,10 +176,13 @@ pub async fn page(
     filter: String,
     from: u64,
     limit: usize,
-) -> Result<Vec<StoredLetter>, String> {
+) -> Result<Vec<StoredLetter>, NatsError> {
     use futures_util::StreamExt;
 
-    let stream = js.get_stream(DLQ_STREAM).await.map_err(|e| e.to_string())?;
+    let stream = js
+        .get_stream(DLQ_STREAM)
+        .await
+        .map_err(NatsError::of("get stream DLQ"))?;
     let reader = stream
         .create_consumer(jetstream::consumer::pull::Config {
             filter_subject: filter,
@@ -184,7 +194,7 @@ pub async fn page(
             ..Default::default()
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(NatsError::of("create DLQ reader"))?;
     let mut letters = Vec::new();
     while letters.len() < limit {
         let mut batch = reader
@@ -192,10 +202,10 @@ pub async fn page(
             .max_messages((limit - letters.len()).min(500))
             .messages()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(NatsError::of("fetch dead letters"))?;
         let before = letters.len();
         while let Some(message) = batch.next().await {
-            let message = message.map_err(|e| e.to_string())?;
+            let message = message.map_err(NatsError::of("read dead letter"))?;
             let sequence = message
                 .info()
                 .map(|i| i.stream_sequence)
@@ -219,7 +229,7 @@ pub async fn page(
 /// Publishes a dead letter again on its original subject, with a fresh message id (the event id
 /// in the payload stays, so consumers that processed it already skip it), then removes it from
 /// `DLQ`.
-pub async fn retry(js: &jetstream::Context, letter: &StoredLetter) -> Result<(), String> {
+pub async fn retry(js: &jetstream::Context, letter: &StoredLetter) -> Result<(), NatsError> {
     let mut headers = HeaderMap::new();
     for (name, values) in letter.headers.iter() {
         let name: &str = name.as_ref();
@@ -236,25 +246,28 @@ pub async fn retry(js: &jetstream::Context, letter: &StoredLetter) -> Result<(),
         .message_id(format!("redrive:{}", uuid::Uuid::now_v7()));
     js.send_publish(letter.subject.clone(), message)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(NatsError::of("publish dead letter again"))?
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(NatsError::of("publish dead letter again"))?;
     js.get_stream(DLQ_STREAM)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(NatsError::of("get stream DLQ"))?
         .delete_message(letter.sequence)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(NatsError::of("delete dead letter"))?;
     Ok(())
 }
 
 /// Removes the dead letters of one consumer, or all; returns how many.
-pub async fn purge(js: &jetstream::Context, consumer: Option<&str>) -> Result<u64, String> {
-    let stream = js.get_stream(DLQ_STREAM).await.map_err(|e| e.to_string())?;
+pub async fn purge(js: &jetstream::Context, consumer: Option<&str>) -> Result<u64, NatsError> {
+    let stream = js
+        .get_stream(DLQ_STREAM)
+        .await
+        .map_err(NatsError::of("get stream DLQ"))?;
     let response = stream
         .purge()
         .filter(filter(consumer))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(NatsError::of("purge dead letters"))?;
     Ok(response.purged)
 }

@@ -9,6 +9,7 @@ mod config;
 mod connect;
 pub mod consumer;
 pub mod dlq;
+mod error;
 mod metrics;
 pub mod partitioned;
 mod publish;
@@ -25,6 +26,7 @@ pub use consumer::{
     Checkpoint, ConsumerError, ConsumerSpec, Delivery, Outcome, StartPosition, run_batch_consumer,
     run_batch_consumer_from_env, run_consumer, run_consumer_from_env,
 };
+pub use error::NatsError;
 pub use metrics::{ConsumerLabels, ConsumerMetrics};
 pub use publish::{PublishError, Published, Publisher, event_headers};
 pub use service::{BoxError, install_crypto_provider, service_main};

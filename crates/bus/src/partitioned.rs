@@ -31,6 +31,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::NatsError;
+
 /// FNV-1a, 64 bit: a stable hash for laying keys out on partitions.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
@@ -107,9 +109,15 @@ impl Membership {
         let _ = self.bucket.delete(&self.id).await;
     }
 
-    async fn members(&self) -> Result<BTreeSet<String>, String> {
-        let keys = self.bucket.keys().await.map_err(|e| e.to_string())?;
-        keys.try_collect().await.map_err(|e| e.to_string())
+    async fn members(&self) -> Result<BTreeSet<String>, NatsError> {
+        let keys = self
+            .bucket
+            .keys()
+            .await
+            .map_err(NatsError::of("list members"))?;
+        keys.try_collect()
+            .await
+            .map_err(NatsError::of("list members"))
     }
 }
 
@@ -209,12 +217,16 @@ impl Pinned {
     /// The consumer's messages to this client: it creates the consumer when missing, then pulls
     /// in `batch`es that expire after `expiry`, with heartbeats. While another client holds the
     /// pin, the pull waits on standby.
-    pub async fn messages(&self, batch: usize, expiry: Duration) -> Result<pull::Stream, String> {
+    pub async fn messages(
+        &self,
+        batch: usize,
+        expiry: Duration,
+    ) -> Result<pull::Stream, NatsError> {
         let consumer = self
             .stream
             .create_consumer(self.config.clone())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(NatsError::of("create partition consumer"))?;
         consumer
             .stream()
             .group(self.group.as_str())
@@ -223,7 +235,7 @@ impl Pinned {
             .heartbeat(expiry / 2)
             .messages()
             .await
-            .map_err(|e| e.to_string())
+            .map_err(NatsError::of("pull partition"))
     }
 
     /// Lets the server pin the next client that pulls, at once.

@@ -33,9 +33,16 @@ pub fn event_subject(source: &str, normalized_type: &str) -> String {
     format!("events.{source}.{normalized_type}")
 }
 
+/// A source or service name that cannot be one subject token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "source name {0:?} must be 1 to 64 characters of a-z, 0-9, - and _, starting with a letter or digit"
+)]
+pub struct NameError(pub String);
+
 /// Checks a source or service name used as one subject token: 1 to 64 of `a-z`, `0-9`, `-`, `_`,
 /// starting with a letter or digit.
-pub fn check_source_name(name: &str) -> Result<(), String> {
+pub fn check_source_name(name: &str) -> Result<(), NameError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -45,9 +52,7 @@ pub fn check_source_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "source name {name:?} must be 1 to 64 characters of a-z, 0-9, - and _, starting with a letter or digit"
-        ))
+        Err(NameError(name.to_owned()))
     }
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use base64::Engine;
 use hookbus_config::Loader;
+use hookbus_nats_server::NatsServer;
 use hookbus_signature::{Outgoing, Scheme, sign_as_provider};
-use hookbus_testkit::NatsServer;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -104,7 +104,7 @@ pub async fn run(config_path: Option<PathBuf>, args: DevArgs) -> anyhow::Result<
         }
         // A machine-wide server that is too old (Debian ships 2.9): run our own beside it.
         Probe::TooOld(version) if dev.embedded_nats => {
-            let port = hookbus_testkit::free_port();
+            let port = hookbus_nats_server::free_port();
             tracing::warn!(
                 url = %config.nats.url,
                 %version,

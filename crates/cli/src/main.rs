@@ -1,8 +1,8 @@
-//! `hookbus`: every service, `hookbus dev` (all of them in one process) and the benchmarks.
+//! `hookbus`: every service, `hookbus dev` (all of them in one process) and `hookbus dlq`. The
+//! benchmarks are their own binary, `hookbus-bench`.
 
 #![forbid(unsafe_code)]
 
-mod bench;
 mod dev;
 mod dlq;
 
@@ -45,11 +45,6 @@ enum Command {
         #[command(subcommand)]
         action: dlq::Action,
     },
-    /// Benchmarks that print figures beside a baseline measured in the same run.
-    Bench {
-        #[command(subcommand)]
-        which: bench::Which,
-    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,7 +62,6 @@ fn main() -> anyhow::Result<()> {
             Command::Notifications => hookbus_notifications::service_main(cli.config).await,
             Command::Egress => hookbus_egress::service_main(cli.config).await,
             Command::Dlq { action } => dlq::run(cli.config, action).await,
-            Command::Bench { which } => bench::run(which).await,
         }
     })
 }

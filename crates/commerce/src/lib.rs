@@ -20,7 +20,7 @@ use hookbus_proto::commerce::v1::{OrderCancelled, OrderCreated};
 use hookbus_proto::v1::Event;
 use prost::Message;
 
-pub use money::{exponent, format_minor, parse_decimal};
+pub use money::{AmountError, exponent, format_minor, parse_decimal};
 
 /// Subjects that carry every event this crate understands: the default filter of the services.
 pub const FILTER_SUBJECTS: &[&str] = &[
@@ -39,10 +39,46 @@ pub enum CommerceEvent {
 
 /// Why a payload could not be read as the event its type says.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{event_type} payload: {message}")]
+#[error("{event_type} payload: {reason}")]
 pub struct AdaptError {
     pub event_type: String,
-    pub message: String,
+    pub reason: PayloadError,
+}
+
+/// What is wrong with a commerce payload.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("protobuf message {found}, expected {expected}")]
+    ProtoName {
+        found: String,
+        expected: &'static str,
+    },
+    #[error("not a valid {expected}: {reason}")]
+    Proto {
+        expected: &'static str,
+        reason: String,
+    },
+    #[error("not {expected}: {reason}")]
+    Json {
+        expected: &'static str,
+        reason: String,
+    },
+    #[error("{field} {text:?} is not an RFC 3339 time: {reason}")]
+    Time {
+        field: &'static str,
+        text: String,
+        reason: String,
+    },
+    #[error("currency is missing or not an ISO 4217 code")]
+    Currency,
+    #[error("{field}: {reason}")]
+    Amount { field: String, reason: AmountError },
+    #[error("line_items[{0}].sku is missing")]
+    MissingSku(usize),
+    #[error("line_items[{0}].quantity must be positive")]
+    Quantity(usize),
+    #[error("line_items is empty")]
+    NoLineItems,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,9 +96,9 @@ pub fn adapt(event: &Event) -> Result<Option<CommerceEvent>, AdaptError> {
         "order.cancelled" => (Kind::Cancelled, false),
         _ => return Ok(None),
     };
-    let error = |message: String| AdaptError {
+    let error = |reason: PayloadError| AdaptError {
         event_type: event.r#type.clone(),
-        message,
+        reason,
     };
     let payload = event.payload.as_ref();
     if let Some(name) = hookbus_proto::proto_name_of(&event.content_type) {
@@ -71,16 +107,22 @@ pub fn adapt(event: &Event) -> Result<Option<CommerceEvent>, AdaptError> {
             Kind::Cancelled => "hookbus.commerce.v1.OrderCancelled",
         };
         if name != expected {
-            return Err(error(format!(
-                "protobuf message {name}, expected {expected}"
-            )));
+            return Err(error(PayloadError::ProtoName {
+                found: name.to_owned(),
+                expected,
+            }));
         }
         return match kind {
             Kind::Created => OrderCreated::decode(payload).map(CommerceEvent::OrderCreated),
             Kind::Cancelled => OrderCancelled::decode(payload).map(CommerceEvent::OrderCancelled),
         }
         .map(Some)
-        .map_err(|e| error(format!("not a valid {expected}: {e}")));
+        .map_err(|e| {
+            error(PayloadError::Proto {
+                expected,
+                reason: e.to_string(),
+            })
+        });
     }
     let adapted = if shopify_format {
         match kind {
@@ -91,10 +133,16 @@ pub fn adapt(event: &Event) -> Result<Option<CommerceEvent>, AdaptError> {
         match kind {
             Kind::Created => serde_json::from_slice::<OrderCreated>(payload)
                 .map(CommerceEvent::OrderCreated)
-                .map_err(|e| format!("not canonical hookbus JSON for OrderCreated: {e}")),
+                .map_err(|e| PayloadError::Json {
+                    expected: "canonical hookbus JSON for OrderCreated",
+                    reason: e.to_string(),
+                }),
             Kind::Cancelled => serde_json::from_slice::<OrderCancelled>(payload)
                 .map(CommerceEvent::OrderCancelled)
-                .map_err(|e| format!("not canonical hookbus JSON for OrderCancelled: {e}")),
+                .map_err(|e| PayloadError::Json {
+                    expected: "canonical hookbus JSON for OrderCancelled",
+                    reason: e.to_string(),
+                }),
         }
     };
     adapted.map(Some).map_err(error)

@@ -24,9 +24,24 @@ pub fn format_minor(amount_minor: i64, currency: &str) -> String {
     format!("{sign}{whole}.{fraction}")
 }
 
+/// An amount that is not a decimal its currency can hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    #[error("{0:?} is not a decimal amount")]
+    NotDecimal(String),
+    #[error("{text:?} has more decimals than {currency} has minor units ({exponent})")]
+    TooPrecise {
+        text: String,
+        currency: String,
+        exponent: usize,
+    },
+    #[error("{0:?} is too large")]
+    TooLarge(String),
+}
+
 /// `"12.50"` in EUR → 1250; `"1500"` in JPY → 1500; `"1.234"` in KWD → 1234. More fractional
 /// digits than the currency has are an error unless they are zeros (`"1500.00"` in JPY).
-pub fn parse_decimal(text: &str, currency: &str) -> Result<i64, String> {
+pub fn parse_decimal(text: &str, currency: &str) -> Result<i64, AmountError> {
     let exponent = exponent(currency) as usize;
     let text = text.trim();
     let (negative, digits) = match text.strip_prefix('-') {
@@ -38,12 +53,14 @@ pub fn parse_decimal(text: &str, currency: &str) -> Result<i64, String> {
         && whole.bytes().all(|b| b.is_ascii_digit())
         && fraction.bytes().all(|b| b.is_ascii_digit());
     if !well_formed {
-        return Err(format!("{text:?} is not a decimal amount"));
+        return Err(AmountError::NotDecimal(text.to_owned()));
     }
     if fraction.len() > exponent && fraction[exponent..].bytes().any(|b| b != b'0') {
-        return Err(format!(
-            "{text:?} has more decimals than {currency} has minor units ({exponent})"
-        ));
+        return Err(AmountError::TooPrecise {
+            text: text.to_owned(),
+            currency: currency.to_owned(),
+            exponent,
+        });
     }
     let mut minor = String::with_capacity(whole.len() + exponent);
     minor.push_str(whole);
@@ -52,7 +69,7 @@ pub fn parse_decimal(text: &str, currency: &str) -> Result<i64, String> {
     minor.extend(std::iter::repeat_n('0', exponent - kept.len()));
     let value: i64 = minor
         .parse()
-        .map_err(|_| format!("{text:?} is too large"))?;
+        .map_err(|_| AmountError::TooLarge(text.to_owned()))?;
     Ok(if negative { -value } else { value })
 }
 
@@ -71,7 +88,12 @@ mod tests {
         assert_eq!(parse_decimal("1500.00", "JPY"), Ok(1500));
         assert_eq!(parse_decimal("1.234", "KWD"), Ok(1234));
         assert_eq!(parse_decimal("-3.10", "USD"), Ok(-310));
-        assert!(parse_decimal("1500.5", "JPY").unwrap_err().contains("JPY"));
+        assert!(
+            parse_decimal("1500.5", "JPY")
+                .unwrap_err()
+                .to_string()
+                .contains("JPY")
+        );
         assert!(parse_decimal("12,50", "EUR").is_err());
         assert!(parse_decimal("", "EUR").is_err());
         assert!(parse_decimal("99999999999999999999", "EUR").is_err());

@@ -4,6 +4,7 @@ use hookbus_proto::Timestamp;
 use hookbus_proto::commerce::v1::{LineItem, Money, OrderCancelled, OrderCreated};
 use serde::Deserialize;
 
+use crate::PayloadError;
 use crate::money::parse_decimal;
 
 /// Shopify sends ids as JSON numbers (and as strings in some API versions).
@@ -43,47 +44,54 @@ struct ShopifyLineItem {
     price: Option<String>,
 }
 
-fn order(payload: &[u8]) -> Result<Order, String> {
-    serde_json::from_slice(payload).map_err(|e| format!("not a Shopify order: {e}"))
+fn order(payload: &[u8]) -> Result<Order, PayloadError> {
+    serde_json::from_slice(payload).map_err(|e| PayloadError::Json {
+        expected: "a Shopify order",
+        reason: e.to_string(),
+    })
 }
 
-fn timestamp(field: &str, text: Option<&str>) -> Result<Option<Timestamp>, String> {
+fn timestamp(field: &'static str, text: Option<&str>) -> Result<Option<Timestamp>, PayloadError> {
     let Some(text) = text else { return Ok(None) };
     let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| format!("{field} {text:?} is not an RFC 3339 time: {e}"))?;
+        .map_err(|e| PayloadError::Time {
+            field,
+            text: text.to_owned(),
+            reason: e.to_string(),
+        })?;
     Ok(Some(Timestamp {
         seconds: parsed.unix_timestamp(),
         nanos: parsed.nanosecond() as i32,
     }))
 }
 
-pub(crate) fn order_created(payload: &[u8]) -> Result<OrderCreated, String> {
+pub(crate) fn order_created(payload: &[u8]) -> Result<OrderCreated, PayloadError> {
     let order = order(payload)?;
     let currency = order
         .currency
         .filter(|c| c.len() == 3)
-        .ok_or("currency is missing or not an ISO 4217 code")?
+        .ok_or(PayloadError::Currency)?
         .to_ascii_uppercase();
-    let money = |field: &str, amount: &str| {
+    let money = |field: String, amount: &str| {
         parse_decimal(amount, &currency)
             .map(|amount_minor| Money {
                 currency: currency.clone(),
                 amount_minor,
             })
-            .map_err(|e| format!("{field}: {e}"))
+            .map_err(|reason| PayloadError::Amount { field, reason })
     };
     let mut line_items = Vec::with_capacity(order.line_items.len());
     for (i, item) in order.line_items.into_iter().enumerate() {
         let sku = item
             .sku
             .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| format!("line_items[{i}].sku is missing"))?;
+            .ok_or(PayloadError::MissingSku(i))?;
         if item.quantity <= 0 {
-            return Err(format!("line_items[{i}].quantity must be positive"));
+            return Err(PayloadError::Quantity(i));
         }
         let unit_price = item
             .price
-            .map(|p| money(&format!("line_items[{i}].price"), &p))
+            .map(|p| money(format!("line_items[{i}].price"), &p))
             .transpose()?;
         line_items.push(LineItem {
             sku,
@@ -92,21 +100,21 @@ pub(crate) fn order_created(payload: &[u8]) -> Result<OrderCreated, String> {
         });
     }
     if line_items.is_empty() {
-        return Err("line_items is empty".into());
+        return Err(PayloadError::NoLineItems);
     }
     Ok(OrderCreated {
         order_id: order.id.into_string(),
         line_items,
         total: order
             .total_price
-            .map(|p| money("total_price", &p))
+            .map(|p| money("total_price".to_owned(), &p))
             .transpose()?,
         customer_email: order.email.unwrap_or_default(),
         created_at: timestamp("created_at", order.created_at.as_deref())?,
     })
 }
 
-pub(crate) fn order_cancelled(payload: &[u8]) -> Result<OrderCancelled, String> {
+pub(crate) fn order_cancelled(payload: &[u8]) -> Result<OrderCancelled, PayloadError> {
     let order = order(payload)?;
     Ok(OrderCancelled {
         order_id: order.id.into_string(),

@@ -12,7 +12,7 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::de::DeserializeOwned;
 
-pub use units::{ByteSize, duration};
+pub use units::{ByteSize, UnitError, duration};
 
 /// The sections a configuration file may have today.
 pub const SECTIONS: &[&str] = &[

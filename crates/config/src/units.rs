@@ -2,6 +2,19 @@
 
 use serde::{Deserialize, Deserializer};
 
+/// A duration or a size that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    #[error("invalid duration {text:?} ({reason}); write it like \"2.5s\", \"300ms\" or \"5m\"")]
+    Duration { text: String, reason: String },
+    #[error("invalid size {0:?}; write it like \"512KiB\" or 65536")]
+    Size(String),
+    #[error("unknown size unit {unit:?} in {text:?}; use B, KiB, MiB, GiB, kB or MB")]
+    SizeUnit { unit: String, text: String },
+    #[error("size {0:?} is too large")]
+    SizeTooLarge(String),
+}
+
 /// Serde helpers for `std::time::Duration` written as `"2.5s"`, `"5m"`, `"300ms"` (humantime).
 pub mod duration {
     use std::time::Duration;
@@ -13,9 +26,10 @@ pub mod duration {
         parse(&text).map_err(serde::de::Error::custom)
     }
 
-    pub fn parse(text: &str) -> Result<Duration, String> {
-        humantime::parse_duration(text.trim()).map_err(|e| {
-            format!("invalid duration {text:?} ({e}); write it like \"2.5s\", \"300ms\" or \"5m\"")
+    pub fn parse(text: &str) -> Result<Duration, super::UnitError> {
+        humantime::parse_duration(text.trim()).map_err(|e| super::UnitError::Duration {
+            text: text.to_owned(),
+            reason: e.to_string(),
         })
     }
 
@@ -39,7 +53,7 @@ pub mod duration {
 pub struct ByteSize(pub u64);
 
 impl ByteSize {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, UnitError> {
         let text = text.trim();
         let split = text
             .find(|c: char| !c.is_ascii_digit())
@@ -47,7 +61,7 @@ impl ByteSize {
         let (number, unit) = text.split_at(split);
         let number: u64 = number
             .parse()
-            .map_err(|_| format!("invalid size {text:?}; write it like \"512KiB\" or 65536"))?;
+            .map_err(|_| UnitError::Size(text.to_owned()))?;
         let factor = match unit.trim() {
             "" | "B" => 1,
             "KiB" => 1 << 10,
@@ -56,15 +70,16 @@ impl ByteSize {
             "kB" | "KB" => 1_000,
             "MB" => 1_000_000,
             other => {
-                return Err(format!(
-                    "unknown size unit {other:?} in {text:?}; use B, KiB, MiB, GiB, kB or MB"
-                ));
+                return Err(UnitError::SizeUnit {
+                    unit: other.to_owned(),
+                    text: text.to_owned(),
+                });
             }
         };
         number
             .checked_mul(factor)
             .map(Self)
-            .ok_or_else(|| format!("size {text:?} is too large"))
+            .ok_or_else(|| UnitError::SizeTooLarge(text.to_owned()))
     }
 }
 
@@ -108,6 +123,7 @@ mod tests {
         assert!(
             ByteSize::parse("12 parsecs")
                 .unwrap_err()
+                .to_string()
                 .contains("parsecs")
         );
         assert!(ByteSize::parse("lots").is_err());
@@ -118,6 +134,11 @@ mod tests {
     fn durations_parse_and_name_bad_values() {
         assert_eq!(duration::parse("2.5s").unwrap().as_millis(), 2500);
         assert_eq!(duration::parse("5m").unwrap().as_secs(), 300);
-        assert!(duration::parse("soon").unwrap_err().contains("\"soon\""));
+        assert!(
+            duration::parse("soon")
+                .unwrap_err()
+                .to_string()
+                .contains("\"soon\"")
+        );
     }
 }

@@ -12,6 +12,8 @@ use hookbus_proto::v1::Event;
 use prost::Message;
 use tokio::time::Instant;
 
+use crate::store::StoreError;
+
 /// How long a scan answers.
 const FRESH_FOR: Duration = Duration::from_secs(5);
 /// Subjects read at most; past them the catalogue says it is partial.
@@ -54,7 +56,7 @@ impl Catalogue {
     pub async fn seen(
         &self,
         events: &async_nats::jetstream::stream::Stream,
-    ) -> Result<Arc<Seen>, String> {
+    ) -> Result<Arc<Seen>, StoreError> {
         let mut last = self.last.lock().await;
         if let Some((at, seen)) = last.as_ref()
             && at.elapsed() < FRESH_FOR
@@ -67,15 +69,15 @@ impl Catalogue {
     }
 }
 
-async fn scan(events: &async_nats::jetstream::stream::Stream) -> Result<Seen, String> {
+async fn scan(events: &async_nats::jetstream::stream::Stream) -> Result<Seen, StoreError> {
     let mut subjects = events
         .info_with_subjects("events.>")
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| StoreError::new("list event subjects", e))?;
     let mut counts = Vec::new();
     let mut partial = false;
     while let Some(entry) = subjects.next().await {
-        let (subject, count) = entry.map_err(|e| e.to_string())?;
+        let (subject, count) = entry.map_err(|e| StoreError::new("list event subjects", e))?;
         if counts.len() == MAX_SUBJECTS {
             partial = true;
             break;

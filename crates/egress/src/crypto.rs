@@ -18,16 +18,34 @@ impl std::fmt::Debug for SecretBox {
     }
 }
 
+/// A key or a sealed secret that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("not base64: {0}")]
+    NotBase64(String),
+    #[error("must be 32 bytes, is {0}")]
+    KeyLength(usize),
+    #[error("unusable key")]
+    UnusableKey,
+    #[error("secret ciphertext too short")]
+    TooShort,
+    #[error("bad nonce")]
+    BadNonce,
+    #[error("secret does not decrypt (wrong egress.encryption_key, or a tampered record)")]
+    NoDecrypt,
+}
+
 impl SecretBox {
     /// The key as configured: 32 bytes, base64.
-    pub fn from_base64(text: &str) -> Result<Self, String> {
+    pub fn from_base64(text: &str) -> Result<Self, SecretError> {
         let bytes = STANDARD
             .decode(text.trim())
-            .map_err(|e| format!("not base64: {e}"))?;
+            .map_err(|e| SecretError::NotBase64(e.to_string()))?;
         if bytes.len() != 32 {
-            return Err(format!("must be 32 bytes, is {}", bytes.len()));
+            return Err(SecretError::KeyLength(bytes.len()));
         }
-        let key = UnboundKey::new(&CHACHA20_POLY1305, &bytes).map_err(|_| "unusable key")?;
+        let key =
+            UnboundKey::new(&CHACHA20_POLY1305, &bytes).map_err(|_| SecretError::UnusableKey)?;
         Ok(Self {
             key: LessSafeKey::new(key),
             random: SystemRandom::new(),
@@ -53,20 +71,17 @@ impl SecretBox {
         out
     }
 
-    pub fn open(&self, owner: &str, sealed: &[u8]) -> Result<Vec<u8>, String> {
+    pub fn open(&self, owner: &str, sealed: &[u8]) -> Result<Vec<u8>, SecretError> {
         if sealed.len() < NONCE_LEN {
-            return Err("secret ciphertext too short".into());
+            return Err(SecretError::TooShort);
         }
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| "bad nonce")?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SecretError::BadNonce)?;
         let mut buffer = rest.to_vec();
         let plain = self
             .key
             .open_in_place(nonce, Aad::from(owner.as_bytes()), &mut buffer)
-            .map_err(|_| {
-                "secret does not decrypt (wrong egress.encryption_key, or a tampered record)"
-                    .to_owned()
-            })?;
+            .map_err(|_| SecretError::NoDecrypt)?;
         Ok(plain.to_vec())
     }
 
@@ -97,6 +112,7 @@ mod tests {
         assert!(
             SecretBox::from_base64("c2hvcnQ=")
                 .unwrap_err()
+                .to_string()
                 .contains("32 bytes")
         );
     }

@@ -65,13 +65,24 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
+/// An event whose protobuf payload cannot be turned into the JSON a subscriber gets.
+#[derive(Debug, thiserror::Error)]
+#[error("payload of {id}: {reason}")]
+pub struct BodyError {
+    pub id: String,
+    reason: hookbus_proto::RegistryError,
+}
+
 /// The body and content type a subscriber gets for `event`.
-pub fn body_of(event: &Event, registry: &Registry) -> Result<(Bytes, String), String> {
+pub fn body_of(event: &Event, registry: &Registry) -> Result<(Bytes, String), BodyError> {
     if hookbus_proto::proto_name_of(&event.content_type).is_some() {
         let json = registry
             .to_json(&event.content_type, &event.payload)
-            .map_err(|e| format!("payload of {}: {e}", event.id))?;
-        let body = serde_json::to_vec(&json).map_err(|e| e.to_string())?;
+            .map_err(|reason| BodyError {
+                id: event.id.clone(),
+                reason,
+            })?;
+        let body = serde_json::to_vec(&json).expect("a JSON value serializes");
         return Ok((body.into(), "application/json".into()));
     }
     let content_type = if event.content_type.is_empty() {

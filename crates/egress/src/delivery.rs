@@ -323,8 +323,8 @@ impl Engine {
             .as_ref()
             .map(hookbus_telemetry::context_from_nats)
             .unwrap_or_default();
-        let (body, content_type) =
-            deliver::body_of(&event, &self.registry).map_err(EventError::Gone)?;
+        let (body, content_type) = deliver::body_of(&event, &self.registry)
+            .map_err(|e| EventError::Gone(e.to_string()))?;
         if let Some(limiter) = limiter {
             self.holding(message, limiter.ready()).await;
         }

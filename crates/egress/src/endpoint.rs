@@ -39,21 +39,34 @@ impl Subscription {
     }
 }
 
+/// An event-type pattern that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("{0:?} has an empty token")]
+    EmptyToken(String),
+    #[error("{0:?} contains white space")]
+    WhiteSpace(String),
+    #[error("{0:?}: > must be a whole last token")]
+    Gt(String),
+    #[error("{0:?}: * must be a whole token")]
+    Star(String),
+}
+
 /// Checks one event-type pattern; the error says what is wrong with it.
-pub fn check_pattern(pattern: &str) -> Result<(), String> {
+pub fn check_pattern(pattern: &str) -> Result<(), PatternError> {
     let tokens: Vec<&str> = pattern.split('.').collect();
     for (i, token) in tokens.iter().enumerate() {
         if token.is_empty() {
-            return Err(format!("{pattern:?} has an empty token"));
+            return Err(PatternError::EmptyToken(pattern.to_owned()));
         }
         if token.contains(char::is_whitespace) {
-            return Err(format!("{pattern:?} contains white space"));
+            return Err(PatternError::WhiteSpace(pattern.to_owned()));
         }
         if token.contains('>') && (*token != ">" || i + 1 != tokens.len()) {
-            return Err(format!("{pattern:?}: > must be a whole last token"));
+            return Err(PatternError::Gt(pattern.to_owned()));
         }
         if token.contains('*') && *token != "*" {
-            return Err(format!("{pattern:?}: * must be a whole token"));
+            return Err(PatternError::Star(pattern.to_owned()));
         }
     }
     Ok(())
@@ -114,7 +127,7 @@ mod tests {
             ("order.cre*", "whole token"),
             ("order created", "white space"),
         ] {
-            let error = check_pattern(bad).unwrap_err();
+            let error = check_pattern(bad).unwrap_err().to_string();
             assert!(error.contains(says), "{bad}: {error}");
         }
     }

@@ -287,7 +287,7 @@ pub async fn read_all(
     stream: &stream::Stream,
     filter: String,
     deliver: jetstream::consumer::DeliverPolicy,
-) -> Result<Vec<jetstream::Message>, String> {
+) -> Result<Vec<jetstream::Message>, StoreError> {
     use futures_util::StreamExt;
     let mut consumer = stream
         .create_consumer(jetstream::consumer::pull::Config {
@@ -298,11 +298,11 @@ pub async fn read_all(
             ..Default::default()
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| StoreError::new("create reader", e))?;
     let mut left = consumer
         .info()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| StoreError::new("reader info", e))?
         .num_pending as usize;
     let mut found = Vec::with_capacity(left);
     while left > 0 {
@@ -312,10 +312,10 @@ pub async fn read_all(
             .expires(Duration::from_secs(5))
             .messages()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| StoreError::new("fetch", e))?;
         let before = found.len();
         while let Some(message) = batch.next().await {
-            found.push(message.map_err(|e| e.to_string())?);
+            found.push(message.map_err(|e| StoreError::new("read", e))?);
         }
         if found.len() == before {
             break;

@@ -603,7 +603,7 @@ async fn the_directory_is_current_only_once_its_watch_has_every_endpoint_stored_
         .await
         .unwrap_err();
     assert!(
-        unwatched.contains("has not reached revision 1"),
+        unwatched.to_string().contains("has not reached revision 1"),
         "{unwatched}"
     );
     assert!(directory.get("ep_1").is_none());

@@ -89,7 +89,7 @@ pub async fn receive(
     body: Body,
 ) -> Response {
     // Debug level: at the default `info` logging no span is built per request (that alone cost a
-    // quarter of the throughput in `hookbus bench ingress`); exported traces include it.
+    // quarter of the throughput in `hookbus-bench ingress`); exported traces include it.
     let span = tracing::debug_span!(
         "webhook",
         otel.kind = "server",

@@ -16,7 +16,18 @@ use crate::store::{Cause, Inventory};
 /// The type of a restock or correction, carrying a `StockAdjusted`.
 pub const STOCK_ADJUSTED: &str = "stock.adjusted";
 
-fn effect_of(delivery: &Delivery) -> Result<Option<Effect>, String> {
+/// Why an event cannot be applied: its payload is not what its type says.
+#[derive(Debug, thiserror::Error)]
+enum EffectError {
+    #[error("stock.adjusted payload: {0}")]
+    StockAdjusted(String),
+    #[error("stock.adjusted payload: sku is empty")]
+    EmptySku,
+    #[error(transparent)]
+    Commerce(#[from] hookbus_commerce::AdaptError),
+}
+
+fn effect_of(delivery: &Delivery) -> Result<Option<Effect>, EffectError> {
     let event = &delivery.event;
     if event.r#type == STOCK_ADJUSTED {
         let adjusted = match hookbus_proto::proto_name_of(&event.content_type) {
@@ -26,9 +37,9 @@ fn effect_of(delivery: &Delivery) -> Result<Option<Effect>, String> {
             Some(other) => Err(format!("protobuf message {other}, expected StockAdjusted")),
             None => serde_json::from_slice(&event.payload).map_err(|e| e.to_string()),
         }
-        .map_err(|e| format!("stock.adjusted payload: {e}"))?;
+        .map_err(EffectError::StockAdjusted)?;
         if adjusted.sku.trim().is_empty() {
-            return Err("stock.adjusted payload: sku is empty".into());
+            return Err(EffectError::EmptySku);
         }
         let op = match adjusted.mode() {
             Mode::Set => Op::Set(adjusted.quantity),
@@ -39,9 +50,7 @@ fn effect_of(delivery: &Delivery) -> Result<Option<Effect>, String> {
             op,
         }));
     }
-    hookbus_commerce::adapt(event)
-        .map(|typed| typed.map(Effect::Commerce))
-        .map_err(|e| e.to_string())
+    Ok(hookbus_commerce::adapt(event)?.map(Effect::Commerce))
 }
 
 /// Counters of the consumer's work, exported on `/metrics`.
@@ -90,7 +99,11 @@ impl Handler {
                     });
                 }
                 Ok(None) => {}
-                Err(reason) => outcomes[position] = Outcome::Reject { reason },
+                Err(e) => {
+                    outcomes[position] = Outcome::Reject {
+                        reason: e.to_string(),
+                    }
+                }
             }
         }
         if items.is_empty() {

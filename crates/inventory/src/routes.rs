@@ -83,12 +83,21 @@ pub struct PutStock {
     threshold: Option<serde_json::Value>,
 }
 
-/// A non-negative integer, or a message naming `field`.
-fn non_negative(field: &str, value: &serde_json::Value) -> Result<i64, String> {
+/// A field of a stock update that is not a non-negative integer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum FieldError {
+    #[error("{0}: must not be negative")]
+    Negative(&'static str),
+    #[error("{0}: must be an integer")]
+    NotInteger(&'static str),
+}
+
+/// A non-negative integer, or an error naming `field`.
+fn non_negative(field: &'static str, value: &serde_json::Value) -> Result<i64, FieldError> {
     match value.as_i64() {
         Some(n) if n >= 0 => Ok(n),
-        Some(_) => Err(format!("{field}: must not be negative")),
-        None => Err(format!("{field}: must be an integer")),
+        Some(_) => Err(FieldError::Negative(field)),
+        None => Err(FieldError::NotInteger(field)),
     }
 }
 
@@ -126,7 +135,13 @@ pub async fn put_stock(
         Ok(put) => put,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()),
     };
-    let invalid = |message| error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message);
+    let invalid = |e: FieldError| {
+        error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            e.to_string(),
+        )
+    };
     let level = match non_negative("level", &put.level) {
         Ok(level) => level,
         Err(message) => return invalid(message),

@@ -41,6 +41,17 @@ impl SendError {
     }
 }
 
+/// A sender that cannot be set up from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("notifications.smtp.url: {0}")]
+    SmtpUrl(lettre::transport::smtp::Error),
+    #[error("notifications.smtp.from: {from:?}: {reason}")]
+    SmtpFrom { from: String, reason: String },
+    #[error("notifications: HTTP client: {0}")]
+    Http(reqwest::Error),
+}
+
 impl Senders {
     /// `smtp_url` as lettre reads it (`smtp://`, `smtps://`, `?tls=required`).
     pub fn new(
@@ -48,17 +59,20 @@ impl Senders {
         from: &str,
         smtp_timeout: Duration,
         webhook_timeout: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SetupError> {
         let smtp = match smtp_url {
             None => None,
             Some(url) => {
                 let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-                    .map_err(|e| format!("notifications.smtp.url: {e}"))?
+                    .map_err(SetupError::SmtpUrl)?
                     .timeout(Some(smtp_timeout))
                     .build();
-                let from = from
-                    .parse()
-                    .map_err(|e| format!("notifications.smtp.from: {from:?}: {e}"))?;
+                let from = from.parse().map_err(|e: lettre::address::AddressError| {
+                    SetupError::SmtpFrom {
+                        from: from.to_owned(),
+                        reason: e.to_string(),
+                    }
+                })?;
                 Some((transport, from))
             }
         };
@@ -68,7 +82,7 @@ impl Senders {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("hookbus-notifications/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("notifications: HTTP client: {e}"))?;
+            .map_err(SetupError::Http)?;
         Ok(Self { smtp, http })
     }
 

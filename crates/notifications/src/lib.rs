@@ -262,15 +262,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let settings = config.notifications;
     let rules = Rules::compile(&settings)?;
-    let subjects = rules.filter_subjects().map_err(anyhow::Error::msg)?;
+    let subjects = rules.filter_subjects()?;
     tracing::info!(rules = ?rules::names(&rules), "notification rules compiled");
     let senders = Senders::new(
         config::exposed(settings.smtp.url.as_ref()),
         &settings.smtp.from,
         settings.smtp.timeout,
         settings.webhook_timeout,
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     let store = Store::open(&settings.database_url, store::migrations()).await?;
     let client = hookbus_bus::connect(&config.nats, "hookbus-notifications").await?;
 

@@ -60,6 +60,18 @@ pub struct RuleError {
     pub message: String,
 }
 
+/// Two rules' subjects that one consumer cannot filter on together.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "notifications.rules: the subjects {a:?} (rule {rule_a}) and {b:?} (rule {rule_b}) overlap without one covering the other; one consumer cannot filter on both, so use one pattern that covers both"
+)]
+pub struct OverlapError {
+    pub a: String,
+    pub rule_a: String,
+    pub b: String,
+    pub rule_b: String,
+}
+
 pub struct Rules {
     env: Environment<'static>,
     rules: Vec<Rule>,
@@ -121,7 +133,7 @@ impl Rules {
     /// The consumer's filter subjects: every rule's patterns, less those another covers. Patterns
     /// of different rules that overlap without one covering the other cannot be filters of one
     /// consumer (the server refuses them), so they are an error naming both.
-    pub fn filter_subjects(&self) -> Result<Vec<String>, String> {
+    pub fn filter_subjects(&self) -> Result<Vec<String>, OverlapError> {
         let all: Vec<(String, &str)> = self
             .rules
             .iter()
@@ -138,11 +150,12 @@ impl Rules {
                             .map_or("?", |(_, r)| *r)
                             .to_owned()
                     };
-                    return Err(format!(
-                        "notifications.rules: the subjects {a:?} (rule {}) and {b:?} (rule {}) overlap without one covering the other; one consumer cannot filter on both, so use one pattern that covers both",
-                        rule_of(a),
-                        rule_of(b)
-                    ));
+                    return Err(OverlapError {
+                        a: a.clone(),
+                        rule_a: rule_of(a),
+                        b: b.clone(),
+                        rule_b: rule_of(b),
+                    });
                 }
             }
         }

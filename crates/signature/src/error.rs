@@ -57,3 +57,14 @@ pub enum KeyError {
     #[error("scheme {0} needs at least one secret")]
     NoSecrets(&'static str),
 }
+
+/// A payload template that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TemplateError {
+    #[error("unclosed {{ in {0:?}")]
+    Unclosed(String),
+    #[error("unknown placeholder {{{0}}}: use {{body}}, {{timestamp}} or {{id}}")]
+    UnknownPlaceholder(String),
+    #[error("{0:?} does not include {{body}}")]
+    NoBody(String),
+}

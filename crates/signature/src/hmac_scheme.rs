@@ -3,16 +3,8 @@
 
 use serde_json::Value;
 
-use crate::error::VerifyError;
-use crate::mac;
-use crate::verifier::{Ctx, Verified};
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Algorithm {
-    #[default]
-    Sha256,
-    Sha512,
-}
+use crate::core::{self, Algorithm, Ctx, Verified};
+use crate::error::{TemplateError, VerifyError};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Encoding {
@@ -41,7 +33,7 @@ impl Default for PayloadTemplate {
 }
 
 impl PayloadTemplate {
-    pub fn parse(template: &str) -> Result<Self, String> {
+    pub fn parse(template: &str) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = template;
         while let Some(start) = rest.find('{') {
@@ -50,16 +42,14 @@ impl PayloadTemplate {
             }
             let end = rest[start..]
                 .find('}')
-                .ok_or_else(|| format!("unclosed {{ in {template:?}"))?
+                .ok_or_else(|| TemplateError::Unclosed(template.to_owned()))?
                 + start;
             parts.push(match &rest[start + 1..end] {
                 "body" => Part::Body,
                 "timestamp" => Part::Timestamp,
                 "id" => Part::Id,
                 other => {
-                    return Err(format!(
-                        "unknown placeholder {{{other}}}: use {{body}}, {{timestamp}} or {{id}}"
-                    ));
+                    return Err(TemplateError::UnknownPlaceholder(other.to_owned()));
                 }
             });
             rest = &rest[end + 1..];
@@ -68,7 +58,7 @@ impl PayloadTemplate {
             parts.push(Part::Literal(rest.to_owned()));
         }
         if !parts.contains(&Part::Body) {
-            return Err(format!("{template:?} does not include {{body}}"));
+            return Err(TemplateError::NoBody(template.to_owned()));
         }
         Ok(Self(parts))
     }
@@ -189,7 +179,7 @@ impl HmacScheme {
         let id = verified.delivery_id.as_deref().unwrap_or_default();
         let parts = self.payload.resolve(ctx.body, timestamp_text, id);
         let matched = ctx.keys.iter().any(|key| {
-            mac::compute(self.algorithm, key, &parts).matches_any([candidate.as_slice()])
+            core::compute(self.algorithm, key, &parts).matches_any([candidate.as_slice()])
         });
         if !matched {
             return Err(VerifyError::Mismatch {
@@ -197,7 +187,7 @@ impl HmacScheme {
             });
         }
         if let Some((name, text)) = timestamp {
-            ctx.check_tolerance(crate::verifier::parse_timestamp(name, text)?)?;
+            ctx.check_tolerance(core::parse_timestamp(name, text)?)?;
         }
         Ok(verified)
     }

@@ -6,19 +6,20 @@
 
 #![forbid(unsafe_code)]
 
+mod core;
 mod error;
 mod hmac_scheme;
-mod mac;
 mod outbound;
 mod provider;
 mod schemes;
 mod verifier;
 
-pub use error::{KeyError, VerifyError};
-pub use hmac_scheme::{Algorithm, Encoding, Extract, HmacScheme, PayloadTemplate};
+pub use crate::core::{Algorithm, Verified};
+pub use error::{KeyError, TemplateError, VerifyError};
+pub use hmac_scheme::{Encoding, Extract, HmacScheme, PayloadTemplate};
 pub use outbound::{SigningSecret, sign_standard_webhooks};
 pub use provider::{Outgoing, sign_as_provider};
-pub use verifier::{Scheme, Verified, Verifier};
+pub use verifier::{Scheme, Verifier};
 
 /// Default tolerance between a signed timestamp and the verifier's clock, in both directions.
 pub const DEFAULT_TOLERANCE_SECS: u64 = 300;

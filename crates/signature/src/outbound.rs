@@ -3,8 +3,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use crate::core;
 use crate::error::KeyError;
-use crate::mac;
 
 /// A Standard Webhooks signing secret (`whsec_<base64 of the key>`).
 #[derive(Clone, PartialEq, Eq)]
@@ -64,7 +64,7 @@ pub fn sign_standard_webhooks(
     let timestamp = timestamp.to_string();
     let mut header = String::new();
     for secret in secrets {
-        let signature = mac::sha256(
+        let signature = core::sha256(
             &secret.0,
             &[msg_id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
         );

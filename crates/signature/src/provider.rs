@@ -4,8 +4,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use crate::core;
 use crate::hmac_scheme::Encoding;
-use crate::mac;
 use crate::verifier::{Scheme, key_bytes_for};
 
 /// One request to sign: the body must already carry whatever the scheme reads from it (Stripe's
@@ -30,7 +30,7 @@ pub fn sign_as_provider(
     let h = |name: &str, value: String| (name.to_owned(), value);
     match scheme {
         Scheme::StandardWebhooks => {
-            let sig = mac::sha256(
+            let sig = core::sha256(
                 &key,
                 &[
                     request.delivery_id.as_bytes(),
@@ -49,13 +49,13 @@ pub fn sign_as_provider(
         Scheme::Github => vec![
             h(
                 "x-hub-signature-256",
-                format!("sha256={}", hex::encode(mac::sha256(&key, &[body]))),
+                format!("sha256={}", hex::encode(core::sha256(&key, &[body]))),
             ),
             h("x-github-event", request.event_type.to_owned()),
             h("x-github-delivery", request.delivery_id.to_owned()),
         ],
         Scheme::Stripe => {
-            let sig = mac::sha256(&key, &[ts.as_bytes(), b".", body]);
+            let sig = core::sha256(&key, &[ts.as_bytes(), b".", body]);
             vec![h(
                 "stripe-signature",
                 format!("t={ts},v1={}", hex::encode(sig)),
@@ -64,13 +64,13 @@ pub fn sign_as_provider(
         Scheme::Shopify => vec![
             h(
                 "x-shopify-hmac-sha256",
-                STANDARD.encode(mac::sha256(&key, &[body])),
+                STANDARD.encode(core::sha256(&key, &[body])),
             ),
             h("x-shopify-topic", request.event_type.to_owned()),
             h("x-shopify-webhook-id", request.delivery_id.to_owned()),
         ],
         Scheme::Slack => {
-            let sig = mac::sha256(&key, &[b"v0:", ts.as_bytes(), b":", body]);
+            let sig = core::sha256(&key, &[b"v0:", ts.as_bytes(), b":", body]);
             vec![
                 h("x-slack-request-timestamp", ts),
                 h("x-slack-signature", format!("v0={}", hex::encode(sig))),
@@ -78,7 +78,7 @@ pub fn sign_as_provider(
         }
         Scheme::Hmac(scheme) => {
             let parts = scheme.payload.resolve(body, &ts, request.delivery_id);
-            let sig = mac::compute(scheme.algorithm, &key, &parts).into_bytes();
+            let sig = core::compute(scheme.algorithm, &key, &parts).into_bytes();
             let encoded = match scheme.encoding {
                 Encoding::Hex => hex::encode(sig),
                 Encoding::Base64 => STANDARD.encode(sig),

@@ -7,10 +7,8 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::core::{self, Algorithm, Ctx, Verified, parse_timestamp};
 use crate::error::VerifyError;
-use crate::hmac_scheme::Algorithm;
-use crate::mac;
-use crate::verifier::{Ctx, Verified, parse_timestamp};
 
 /// Fails with `Mismatch` unless one of `candidates` is the MAC of `parts` under one of the keys.
 fn check(
@@ -20,7 +18,7 @@ fn check(
     candidates: &[Vec<u8>],
 ) -> Result<(), VerifyError> {
     let matched = ctx.keys.iter().any(|key| {
-        mac::compute(Algorithm::Sha256, key, parts)
+        core::compute(Algorithm::Sha256, key, parts)
             .matches_any(candidates.iter().map(Vec::as_slice))
     });
     if matched {

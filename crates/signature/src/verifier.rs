@@ -4,6 +4,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
 
+use crate::core::{Ctx, Verified};
 use crate::error::{KeyError, VerifyError};
 use crate::hmac_scheme::{Extract, HmacScheme};
 use crate::schemes;
@@ -49,20 +50,6 @@ impl Scheme {
             Self::None(_) => vec![],
         }
     }
-}
-
-/// What a verified request says about itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Verified {
-    /// The event type as the provider names it (`orders/create`, `pull_request.opened`,
-    /// `payment_intent.succeeded`); `None` when the request does not say.
-    pub event_type: Option<String>,
-    /// The provider's delivery id, when it sends one.
-    pub delivery_id: Option<String>,
-    /// When the event happened, as unix seconds, when the provider says.
-    pub occurred_at: Option<i64>,
-    /// Slack's `url_verification` challenge, to be echoed back instead of publishing anything.
-    pub challenge: Option<String>,
 }
 
 /// Verifies requests of one source.
@@ -160,65 +147,4 @@ fn key_bytes(scheme: &Scheme, index: usize, secret: &str) -> Result<Vec<u8>, Key
         }
         _ => Ok(secret.as_bytes().to_vec()),
     }
-}
-
-/// One request as the schemes see it.
-pub(crate) struct Ctx<'a> {
-    pub headers: &'a HeaderMap,
-    pub body: &'a [u8],
-    pub now: i64,
-    pub keys: &'a [Vec<u8>],
-    pub tolerance: u64,
-}
-
-impl Ctx<'_> {
-    /// A header's value as text; absent → `None`; not visible ASCII → malformed.
-    pub fn header(&self, name: &str) -> Result<Option<&str>, VerifyError> {
-        match self.headers.get(name) {
-            None => Ok(None),
-            Some(value) => {
-                value
-                    .to_str()
-                    .map(|v| Some(v.trim()))
-                    .map_err(|_| VerifyError::MalformedHeader {
-                        header: name.to_owned(),
-                        reason: "not visible ASCII".into(),
-                    })
-            }
-        }
-    }
-
-    pub fn required(&self, name: &str) -> Result<&str, VerifyError> {
-        match self.header(name)? {
-            Some(v) if !v.is_empty() => Ok(v),
-            _ => Err(VerifyError::MissingHeader(name.to_owned())),
-        }
-    }
-
-    /// Fails when `timestamp` is further than the tolerance from now, in either direction.
-    pub fn check_tolerance(&self, timestamp: i64) -> Result<(), VerifyError> {
-        let skew = self.now.saturating_sub(timestamp);
-        if skew.unsigned_abs() > self.tolerance {
-            return Err(VerifyError::TimestampOutOfTolerance {
-                timestamp,
-                now: self.now,
-                skew,
-                tolerance: self.tolerance,
-            });
-        }
-        Ok(())
-    }
-
-    pub fn json(&self) -> Result<serde_json::Value, VerifyError> {
-        serde_json::from_slice(self.body).map_err(|e| VerifyError::InvalidBody(e.to_string()))
-    }
-}
-
-pub(crate) fn parse_timestamp(header: &str, value: &str) -> Result<i64, VerifyError> {
-    value
-        .parse::<i64>()
-        .map_err(|_| VerifyError::MalformedHeader {
-            header: header.to_owned(),
-            reason: format!("{value:?} is not a unix timestamp in seconds"),
-        })
 }

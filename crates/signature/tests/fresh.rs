@@ -243,16 +243,19 @@ fn payload_templates_name_what_is_wrong() {
     assert!(
         PayloadTemplate::parse("{timestamp}")
             .unwrap_err()
+            .to_string()
             .contains("{body}")
     );
     assert!(
         PayloadTemplate::parse("{body}{nope}")
             .unwrap_err()
+            .to_string()
             .contains("{nope}")
     );
     assert!(
         PayloadTemplate::parse("{body")
             .unwrap_err()
+            .to_string()
             .contains("unclosed")
     );
 }

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::Timeout;
+
 /// One message the listener accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mail {
@@ -100,7 +102,7 @@ impl SmtpServer {
     }
 
     /// Waits up to `timeout` until at least `count` messages have been accepted.
-    pub fn wait_for(&self, count: usize, timeout: Duration) -> Result<Vec<Mail>, String> {
+    pub fn wait_for(&self, count: usize, timeout: Duration) -> Result<Vec<Mail>, Timeout> {
         let deadline = Instant::now() + timeout;
         loop {
             let mails = self.mails();
@@ -108,10 +110,10 @@ impl SmtpServer {
                 return Ok(mails);
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "{} of {count} mails arrived within {timeout:?}",
-                    mails.len()
-                ));
+                return Err(Timeout {
+                    what: format!("{} of {count} mails arrived", mails.len()),
+                    within: timeout,
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }

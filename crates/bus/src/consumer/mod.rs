@@ -26,13 +26,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::dlq;
+use crate::error::NatsError;
 use crate::streams::EVENTS_STREAM;
 
 use message::{
     Handler, SHUTDOWN_NAK_DELAY, Shared, hand_back, process, progress_ticks, watch_max_deliveries,
 };
 pub use spec::{
-    Checkpoint, ConsumerSpec, Delivery, Outcome, ResumePoint, StartPosition, check_batch_size,
+    Checkpoint, ConsumerSpec, Delivery, Outcome, ResumePoint, StartPosition, StartPositionError,
+    check_batch_size,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -316,12 +318,12 @@ async fn connect_from_env(
 async fn ensure_consumer(
     shared: &Shared,
     first: bool,
-) -> Result<consumer::Consumer<consumer::pull::Config>, String> {
+) -> Result<consumer::Consumer<consumer::pull::Config>, NatsError> {
     let stream = shared
         .js
         .get_stream(EVENTS_STREAM)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(NatsError::of("get stream EVENTS"))?;
     if let Ok(existing) = stream
         .get_consumer::<consumer::pull::Config>(&shared.spec.name)
         .await
@@ -348,7 +350,7 @@ async fn ensure_consumer(
     stream
         .get_or_create_consumer(&shared.spec.name, shared.spec.config(start))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(NatsError::of("create consumer"))
 }
 
 /// Queues a message just pulled with its permit. There is always one: a pull asks for no more

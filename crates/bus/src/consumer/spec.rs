@@ -53,23 +53,24 @@ pub enum StartPosition {
     AfterSequence(u64),
 }
 
+/// A start position that is not `new`, `all` or an RFC 3339 time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not new, all or an RFC 3339 time (2026-11-28T00:00:00Z)")]
+pub struct StartPositionError(pub String);
+
 impl std::str::FromStr for StartPosition {
-    type Err = String;
+    type Err = StartPositionError;
 
     /// `new`, `all`, or an RFC 3339 time (events published at or after it). `AfterSequence` is
     /// not configurable: it is what a store's resume point gives.
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, StartPositionError> {
         match text.trim() {
             "new" => Ok(Self::New),
             "all" => Ok(Self::All),
             other => {
                 time::OffsetDateTime::parse(other, &time::format_description::well_known::Rfc3339)
                     .map(|t| Self::At(t.unix_timestamp()))
-                    .map_err(|_| {
-                        format!(
-                            "{other:?} is not new, all or an RFC 3339 time (2026-11-28T00:00:00Z)"
-                        )
-                    })
+                    .map_err(|_| StartPositionError(other.to_owned()))
             }
         }
     }

@@ -91,7 +91,7 @@ pub async fn list_in(engine: &Engine, query: EventTypeQuery) -> ApiResult<EventT
                 content_type,
             ),
             Err(e) => (
-                serde_json::Value::String(e),
+                serde_json::Value::String(e.to_string()),
                 seen.example.content_type.clone(),
             ),
         };

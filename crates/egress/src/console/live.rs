@@ -94,31 +94,42 @@ pub struct TailQuery {
 
 impl TailQuery {
     /// The subject filter asked for (`events.>` when none), and whether it is one.
-    fn filter(self) -> (String, Result<(), String>) {
+    fn filter(self) -> (String, Result<(), FilterError>) {
         let subject = self.subject.unwrap_or_else(|| "events.>".into());
-        let checked = check_filter(&subject).map_err(|e| format!("subject: {e}"));
+        let checked = check_filter(&subject);
         (subject, checked)
     }
 }
 
+/// A subject filter the tail cannot use; the message names the `subject` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum FilterError {
+    #[error("subject: must start with events. (events.>, events.shop.>, events.*.order.created)")]
+    Prefix,
+    #[error("subject: has an empty token or a space")]
+    EmptyToken,
+    #[error("subject: may have > only as its last token")]
+    Gt,
+    #[error("subject: may have * and > only as whole tokens")]
+    Wildcard,
+}
+
 /// A subject filter under `events.`: tokens of visible characters, `*` for one token, `>` only
 /// last.
-fn check_filter(filter: &str) -> Result<(), String> {
+fn check_filter(filter: &str) -> Result<(), FilterError> {
     let tokens: Vec<&str> = filter.split('.').collect();
     if tokens.first() != Some(&"events") || tokens.len() < 2 {
-        return Err(
-            "must start with events. (events.>, events.shop.>, events.*.order.created)".into(),
-        );
+        return Err(FilterError::Prefix);
     }
     for (i, token) in tokens.iter().enumerate() {
         if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err("has an empty token or a space".into());
+            return Err(FilterError::EmptyToken);
         }
         if *token == ">" && i != tokens.len() - 1 {
-            return Err("may have > only as its last token".into());
+            return Err(FilterError::Gt);
         }
         if token.len() > 1 && token.contains(['*', '>']) {
-            return Err("may have * and > only as whole tokens".into());
+            return Err(FilterError::Wildcard);
         }
     }
     Ok(())
@@ -134,7 +145,7 @@ pub async fn tail(
         return refused;
     }
     let (subject, checked) = query.filter();
-    let error = checked.err();
+    let error = checked.err().map(|e| e.to_string());
     let status = if error.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -183,7 +194,7 @@ pub async fn tail_stream(
     }
     let (subject, checked) = query.filter();
     if let Err(e) = checked {
-        return (StatusCode::UNPROCESSABLE_ENTITY, e).into_response();
+        return (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response();
     }
     let events = state.engine.stores.events.clone();
     let name = format!("{TAIL_CONSUMER_PREFIX}{}", uuid::Uuid::now_v7().simple());

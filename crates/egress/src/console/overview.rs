@@ -18,6 +18,7 @@ use super::session::Viewer;
 use crate::api::{ApiError, rfc3339};
 use crate::attempt_log::Start;
 use crate::engine::{Engine, unix_now};
+use crate::store::StoreError;
 
 /// Attempts of the last minute read to tell the failure rate.
 const SAMPLE: usize = 250;
@@ -38,7 +39,7 @@ async fn count_since(
     stream: &stream::Stream,
     filter: &str,
     since: time::OffsetDateTime,
-) -> Result<u64, String> {
+) -> Result<u64, StoreError> {
     let mut reader = stream
         .create_consumer(consumer::pull::Config {
             filter_subject: filter.to_owned(),
@@ -48,14 +49,18 @@ async fn count_since(
             ..Default::default()
         })
         .await
-        .map_err(|e| e.to_string())?;
-    let pending = reader.info().await.map_err(|e| e.to_string())?.num_pending;
+        .map_err(|e| StoreError::new("create counter", e))?;
+    let pending = reader
+        .info()
+        .await
+        .map_err(|e| StoreError::new("counter info", e))?
+        .num_pending;
     let name = reader.cached_info().name.clone();
     let _ = stream.delete_consumer(&name).await;
     Ok(pending)
 }
 
-async fn figures(engine: &Engine) -> Result<serde_json::Value, String> {
+async fn figures(engine: &Engine) -> Result<serde_json::Value, StoreError> {
     let now = time::OffsetDateTime::now_utc();
     let minute_ago = now - time::Duration::minutes(1);
     let events_in = count_since(&engine.stores.events, "events.>", minute_ago).await?;
@@ -69,8 +74,7 @@ async fn figures(engine: &Engine) -> Result<serde_json::Value, String> {
         .stores
         .attempts
         .forward("egress.attempts.>", Start::Time(minute_ago), SAMPLE)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let failed = sample
         .iter()
         .filter(|(_, a)| !crate::attempt_log::delivered(a))
@@ -83,7 +87,7 @@ async fn figures(engine: &Engine) -> Result<serde_json::Value, String> {
         .health
         .keys()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| StoreError::new("list endpoint health", e))?
         .take(FAILING_SCAN);
     let today = unix_now();
     while let Some(key) = keys.next().await {
@@ -117,10 +121,10 @@ async fn figures(engine: &Engine) -> Result<serde_json::Value, String> {
         .js
         .get_stream(hookbus_bus::dlq::DLQ_STREAM)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| StoreError::new("get stream DLQ", e))?
         .info()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| StoreError::new("DLQ info", e))?
         .state
         .messages;
     Ok(json!({

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::crypto::SecretBox;
+use crate::crypto::{SecretBox, SecretError};
 
 mod index;
 
@@ -34,9 +34,31 @@ pub struct Live {
     pub secrets: Vec<(SigningSecret, Option<i64>)>,
 }
 
+/// An endpoint record that cannot be delivered to.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("not an endpoint record: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("url: {0}")]
+    Url(#[from] url::ParseError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+/// Why the watch could not be shown to have applied the whole bucket.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FreshError {
+    #[error("endpoints bucket unreadable: {0}")]
+    Unreadable(String),
+    #[error("endpoints bucket: no answer within {0:?}")]
+    NoAnswer(Duration),
+    #[error("the endpoint watch has not reached revision {last} within {within:?}")]
+    Behind { last: u64, within: Duration },
+}
+
 impl Live {
-    pub fn decode(record: Endpoint, secrets: &SecretBox) -> Result<Self, String> {
-        let url = reqwest::Url::parse(&record.url).map_err(|e| format!("url: {e}"))?;
+    pub fn decode(record: Endpoint, secrets: &SecretBox) -> Result<Self, RecordError> {
+        let url = reqwest::Url::parse(&record.url)?;
         let mut opened = Vec::new();
         for secret in &record.secrets {
             let plain = secrets.open(&record.id, &secret.ciphertext)?;
@@ -79,7 +101,7 @@ pub struct Directory {
     revision: watch::Sender<u64>,
     /// When the last check that the watch had applied the whole bucket began, and how it
     /// ended; held while a check runs ([`Directory::fresh_since`]).
-    checked: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+    checked: tokio::sync::Mutex<Option<(Instant, Result<(), FreshError>)>>,
     /// How many of the endpoints are disabled.
     pub disabled: prometheus_client::metrics::gauge::Gauge,
 }
@@ -105,7 +127,7 @@ impl Directory {
         bucket: &kv::Store,
         since: Instant,
         within: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), FreshError> {
         let mut checked = self.checked.lock().await;
         if let Some((began, outcome)) = checked.as_ref()
             && *began >= since
@@ -123,14 +145,12 @@ impl Directory {
                 Ok(Ok(message)) => message.sequence,
                 // An emptied bucket (its stream purged) leaves nothing to wait for.
                 Ok(Err(e)) if e.kind() == RawMessageErrorKind::NoMessageFound => 0,
-                Ok(Err(e)) => return Err(format!("endpoints bucket unreadable: {e}")),
-                Err(_) => return Err(format!("endpoints bucket: no answer within {within:?}")),
+                Ok(Err(e)) => return Err(FreshError::Unreadable(e.to_string())),
+                Err(_) => return Err(FreshError::NoAnswer(within)),
             };
             let left = deadline.saturating_duration_since(Instant::now());
             if !self.caught_up(last, left).await {
-                return Err(format!(
-                    "the endpoint watch has not reached revision {last} within {within:?}"
-                ));
+                return Err(FreshError::Behind { last, within });
             }
             Ok(())
         }
@@ -237,7 +257,7 @@ impl Directory {
             .is_some_and(|l| l.record.disabled);
         match entry.operation {
             kv::Operation::Put => match Endpoint::decode(entry.value.clone())
-                .map_err(|e| e.to_string())
+                .map_err(RecordError::from)
                 .and_then(|record| Live::decode(record, secrets))
             {
                 Ok(live) => endpoints.insert(&entry.key, Arc::new(live)),

@@ -1,4 +1,4 @@
-//! `hookbus bench e2e`: signed webhooks through the ingress, to a consumer on the consumer runtime
+//! `hookbus-bench e2e`: signed webhooks through the ingress, to a consumer on the consumer runtime
 //! and out through the egress to a subscriber, on one nats-server. The ingress and the egress run
 //! as their own processes, as deployed; the load generator, the consumer and the subscriber run
 //! in this one.
@@ -162,7 +162,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     let sustainable = e2e_consumer.min(e2e_subscriber);
 
     let mut out = String::new();
-    writeln!(out, "### `hookbus bench e2e`\n")?;
+    writeln!(out, "### `hookbus-bench e2e`\n")?;
     writeln!(
         out,
         "github-signed 1 KiB webhooks · the ingress and the egress (one endpoint, a subscriber that answers at once) as their own processes, a batch consumer on the consumer runtime (4 batches of up to 64 at once, plain acks, its handler records the first arrival) in the bench's · {} · {} cores\n",

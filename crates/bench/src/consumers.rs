@@ -1,4 +1,4 @@
-//! `hookbus bench consumers`: how fast the consuming services take in orders (the inventory on
+//! `hookbus-bench consumers`: how fast the consuming services take in orders (the inventory on
 //! SQLite and on Postgres, the analytics and the notifications on SQLite), each as its own
 //! process, beside two baselines measured in this process in the same run on the same stream: the
 //! raw pull-and-ack rate of a plain JetStream pull consumer (`R_raw`), and the consumer runtime
@@ -220,7 +220,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         .collect();
     let (r_raw, r_runtime) = (medians[0].1.rate, medians[1].1.rate);
     let mut out = String::new();
-    writeln!(out, "### `hookbus bench consumers`\n")?;
+    writeln!(out, "### `hookbus-bench consumers`\n")?;
     writeln!(
         out,
         "{} orders ({} SKUs, 1 line each) · {} batches of up to {} at once · {} rounds (median shown) · {} · {} cores\n",

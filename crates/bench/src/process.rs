@@ -1,5 +1,5 @@
-//! A service the benchmarks run as its own process, as it is deployed: this binary with the
-//! service's subcommand and a configuration file, so that its CPU time and peak memory are its
+//! A service the benchmarks run as its own process, as it is deployed: the `hookbus` binary
+//! beside this one, with the service's subcommand and a configuration file, so that its CPU time and peak memory are its
 //! own. Read from `/proc`, before it is stopped.
 
 use std::net::SocketAddr;
@@ -27,7 +27,7 @@ impl Service {
         std::fs::write(&path, config)?;
         let log = dir.path().join(format!("{name}.log"));
         let out = std::fs::File::create(&log)?;
-        let child = tokio::process::Command::new(std::env::current_exe()?)
+        let child = tokio::process::Command::new(hookbus_binary()?)
             .arg("--config")
             .arg(&path)
             .arg(name)
@@ -51,8 +51,7 @@ impl Service {
             log,
             _dir: dir,
         };
-        let ready =
-            tokio::time::timeout(Duration::from_secs(30), crate::dev::wait_until_ready(addr));
+        let ready = tokio::time::timeout(Duration::from_secs(30), wait_until_ready(addr));
         tokio::select! {
             ready = ready => if ready.is_err() {
                 anyhow::bail!("hookbus {name} was not ready within 30 s:\n{}", service.log_tail());
@@ -129,6 +128,32 @@ fn peak_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The `hookbus` binary built beside this one (`target/release/hookbus`).
+fn hookbus_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let binary = me.with_file_name("hookbus");
+    anyhow::ensure!(
+        binary.is_file(),
+        "{} is missing: the benchmarks run the services from it; build both with scripts/bench, \
+         or `cargo build --release -p hookbus -p hookbus-bench`",
+        binary.display()
+    );
+    Ok(binary)
+}
+
+/// Returns once `GET /readyz` at `addr` answers 200.
+pub(super) async fn wait_until_ready(addr: SocketAddr) {
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/readyz");
+    loop {
+        let ready = client.get(&url).send().await;
+        if ready.is_ok_and(|r| r.status() == reqwest::StatusCode::OK) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `hookbus bench console`: how long the console's pages take on the server over 10,000
+//! `hookbus-bench console`: how long the console's pages take on the server over 10,000
 //! endpoints and an endpoint with 100,000 attempts, beside the API route that reads the same
 //! page in the same run. The endpoints are created through the API; the attempts are written
 //! straight into `EGRESS_ATTEMPTS` as the egress writes them (numbered, on their block's
@@ -278,7 +278,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     let mut report = String::new();
     writeln!(
         report,
-        "## hookbus bench console ({version}; {} endpoints, {} attempts of one, {} requests of each page)\n",
+        "## hookbus-bench console ({version}; {} endpoints, {} attempts of one, {} requests of each page)\n",
         ids.len(),
         args.attempts,
         args.runs

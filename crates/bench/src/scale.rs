@@ -1,4 +1,4 @@
-//! `hookbus bench egress --endpoints N`: the egress at scale, run as its own process on its own
+//! `hookbus-bench egress --endpoints N`: the egress at scale, run as its own process on its own
 //! nats-server. N endpoints are created through the API (the create rate), one event is fanned out
 //! to all of them, the egress is restarted (the time to ready, its directory loaded), and then
 //! messages go the way users send them: `POST /v1/messages` from 32 concurrent clients, timed
@@ -147,7 +147,7 @@ pub async fn run(scale: Scale) -> anyhow::Result<String> {
     let mut out = String::new();
     writeln!(
         out,
-        "### `hookbus bench egress --endpoints {}`\n",
+        "### `hookbus-bench egress --endpoints {}`\n",
         scale.endpoints
     )?;
     writeln!(

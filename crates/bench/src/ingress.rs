@@ -1,4 +1,4 @@
-//! `hookbus bench ingress`: the ingress beside its two physical limits, measured in the same run:
+//! `hookbus-bench ingress`: the ingress beside its two physical limits, measured in the same run:
 //! raw JetStream publishing of the same events with pipelined acks (`R_js`), and the same load
 //! generator against an empty HTTP handler (`R_http`). The ingress cannot beat
 //! `L = 1 / (1/R_http + 1/R_js)`, the rate it would reach if it cost nothing beyond those two.
@@ -245,7 +245,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     let (r_js, r_http, r_ing) = (raw.rate(), http.rate(), ing.rate());
     let limit = 1.0 / (1.0 / r_http + 1.0 / r_js);
     let mut out = String::new();
-    writeln!(out, "### `hookbus bench ingress`\n")?;
+    writeln!(out, "### `hookbus-bench ingress`\n")?;
     writeln!(
         out,
         "scheme {} · body {} B · concurrency {} · {} rounds of {:?} (median round shown) · {} · {} cores\n",
@@ -320,9 +320,12 @@ pub(super) async fn start_ingress(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let ingress = tokio::spawn(hookbus_ingress::run(config, listener, shutdown));
-    tokio::time::timeout(Duration::from_secs(20), crate::dev::wait_until_ready(addr))
-        .await
-        .context("the ingress did not become ready within 20 s")?;
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        super::process::wait_until_ready(addr),
+    )
+    .await
+    .context("the ingress did not become ready within 20 s")?;
     Ok((addr, ingress, nats_config))
 }
 

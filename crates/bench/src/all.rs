@@ -1,4 +1,4 @@
-//! `hookbus bench all`: every scenario with its default settings, each beside its baselines, then
+//! `hookbus-bench all`: every scenario with its default settings, each beside its baselines, then
 //! the broker-bound ones again against a nats-server that syncs every write to disk
 //! (`sync_interval: always`). The reports replace the part of `docs/benchmarks.md` between its
 //! two markers; the analysis around them is left alone.
@@ -19,8 +19,8 @@ pub struct Args {
     no_write: bool,
 }
 
-pub const BEGIN: &str = "<!-- hookbus bench all: begin -->";
-pub const END: &str = "<!-- hookbus bench all: end -->";
+pub const BEGIN: &str = "<!-- hookbus-bench all: begin -->";
+pub const END: &str = "<!-- hookbus-bench all: end -->";
 
 /// A scenario's arguments as its command line would give them.
 #[derive(Parser)]
@@ -107,7 +107,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     );
     let date = time::OffsetDateTime::now_utc().date();
     let section = format!(
-        "Measured {date} on {machine} by `hookbus bench all` in {:.1} min. Each table is the \
+        "Measured {date} on {machine} by `hookbus-bench all` in {:.1} min. Each table is the \
          median round of its scenario; every figure stands beside the baseline measured in the \
          same run.\n\n{out}",
         took.as_secs_f64() / 60.0

@@ -1,4 +1,4 @@
-//! `hookbus bench egress`: deliveries per second through the egress (dispatch, the partitions,
+//! `hookbus-bench egress`: deliveries per second through the egress (dispatch, the partitions,
 //! signing, the SSRF-guarded client, the attempt log) into a local sink that answers after 0 ms
 //! and after 50 ms, and a fan-out of events to 1,000 endpoints. Each is measured beside a
 //! baseline in the same run: plain HTTP POSTs of the same body from a pooled client at the same
@@ -330,7 +330,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         values[values.len() / 2]
     };
     let mut out = String::new();
-    writeln!(out, "### `hookbus bench egress`\n")?;
+    writeln!(out, "### `hookbus-bench egress`\n")?;
     writeln!(
         out,
         "concurrency {} (the endpoint's max_in_flight and the baseline's) · {} rounds (median shown) · {} · {} cores\n",

@@ -1,5 +1,8 @@
-//! `hookbus bench …`: each scenario is measured beside its baselines in the same run, and printed
-//! with the ratios, as medians of latency and rates over a fixed duration.
+//! `hookbus-bench …`: each scenario is measured beside its baselines in the same run, and printed
+//! with the ratios, as medians of latency and rates over a fixed duration. The services run as
+//! their own processes: the `hookbus` binary beside this one (`scripts/bench` builds both).
+
+#![forbid(unsafe_code)]
 
 mod all;
 mod console;
@@ -12,8 +15,26 @@ mod process;
 mod scale;
 mod stats;
 
+use clap::Parser;
+
+/// The same allocator as the `hookbus` binary: the in-process baselines and services allocate
+/// as they do in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hookbus-bench",
+    version,
+    about = "Benchmarks that print figures beside a baseline measured in the same run"
+)]
+struct Cli {
+    #[command(subcommand)]
+    which: Which,
+}
+
 #[derive(Debug, clap::Subcommand)]
-pub enum Which {
+enum Which {
     /// The ingress against raw JetStream publishing and an empty HTTP handler.
     Ingress(ingress::Args),
     /// The inventory on SQLite and Postgres against raw pull-and-ack and the bare consumer runtime.
@@ -32,7 +53,16 @@ pub enum Which {
     All(all::Args),
 }
 
-pub async fn run(which: Which) -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    hookbus_bus::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli.which))
+}
+
+async fn run(which: Which) -> anyhow::Result<()> {
     let _telemetry = hookbus_telemetry::init("hookbus-bench", &Default::default())?;
     let report = match which {
         Which::Ingress(args) => ingress::run(args).await?,
