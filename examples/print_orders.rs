@@ -1,7 +1,8 @@
 //! A complete consumer: prints every Shopify-style order created, from the beginning of the stream.
 //! Run it with `NATS_URL=… cargo run -p hookbus-examples --bin print-orders`.
 
-use hookbus_bus::{ConsumerSpec, Outcome, StartPosition, run_consumer_from_env};
+use hookbus_bus::{ConsumerSpec, Outcome, StartPosition};
+use hookbus_service::run_consumer_from_env;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

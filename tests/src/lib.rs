@@ -89,7 +89,7 @@ pub async fn spawn_ingress(config: Config) -> TestIngress {
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(hookbus_ingress::run(config, listener, shutdown.clone()));
-    hookbus_bus::install_crypto_provider();
+    hookbus_service::install_crypto_provider();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()

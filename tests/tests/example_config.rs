@@ -12,13 +12,13 @@ const EXAMPLE: &str = concat!(
 fn the_example_configuration_loads() {
     let loader = Loader::with_env(Some(std::path::Path::new(EXAMPLE)), std::iter::empty()).unwrap();
     let config = hookbus_ingress::Config::load(&loader).unwrap();
-    assert_eq!(config.ingress.sources().unwrap().len(), 7);
+    assert_eq!(config.service.sources().unwrap().len(), 7);
     let inventory = hookbus_inventory::Config::load(&loader).unwrap();
-    assert_eq!(inventory.inventory.low_stock_threshold, 5);
+    assert_eq!(inventory.service.low_stock_threshold, 5);
     let analytics = hookbus_analytics::Config::load(&loader).unwrap();
-    assert_eq!(analytics.analytics.subjects, ["events.>"]);
+    assert_eq!(analytics.service.subjects, ["events.>"]);
     let notifications = hookbus_notifications::Config::load(&loader).unwrap();
-    let rules = hookbus_notifications::Rules::compile(&notifications.notifications).unwrap();
+    let rules = hookbus_notifications::Rules::compile(&notifications.service).unwrap();
     assert_eq!(rules.rules().len(), 3);
     rules.filter_subjects().unwrap();
     // The egress's two secrets come from the environment (or files), never from the example.
@@ -35,8 +35,8 @@ fn the_example_configuration_loads() {
     )
     .unwrap();
     let egress = hookbus_egress::Config::load(&loader).unwrap();
-    assert_eq!(egress.egress.listen.port(), 8081);
-    assert_eq!(egress.egress.retry_schedule.len(), 7);
+    assert_eq!(egress.service.listen.port(), 8081);
+    assert_eq!(egress.service.retry_schedule.len(), 7);
     let error = hookbus_egress::Config::load(
         &Loader::with_env(Some(std::path::Path::new(EXAMPLE)), std::iter::empty()).unwrap(),
     )

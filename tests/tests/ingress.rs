@@ -710,7 +710,7 @@ async fn configuration_errors_name_the_key() {
         &[("HOOKBUS_INGRESS__PUBLISH_TIMEOUT", "2s")],
     );
     assert_eq!(
-        config.ingress.publish_timeout,
+        config.service.publish_timeout,
         std::time::Duration::from_secs(2)
     );
     let err = try_config(&server, "", &[("HOOKBUS_INGRESS__MAX_IN_FLIGHT", "many")]).unwrap_err();

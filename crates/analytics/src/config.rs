@@ -2,42 +2,45 @@
 
 use std::net::SocketAddr;
 
-use hookbus_bus::{NatsConfig, StartPosition};
-use hookbus_config::{ConfigError, Loader};
-use hookbus_telemetry::TelemetryConfig;
+use hookbus_bus::StartPosition;
+use hookbus_config::{ConfigError, Loader, Section, ServiceConfig};
+use hookbus_service::ConsumerSettings;
 use serde::Deserialize;
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub nats: NatsConfig,
-    pub telemetry: TelemetryConfig,
-    pub analytics: AnalyticsConfig,
-}
+/// The analytics's whole configuration: `[nats]`, `[telemetry]` and `[analytics]`.
+pub type Config = ServiceConfig<AnalyticsConfig>;
 
-impl Config {
-    pub fn load(loader: &Loader) -> Result<Self, ConfigError> {
-        let config = Self {
-            nats: loader.section("nats")?,
-            telemetry: loader.section("telemetry")?,
-            analytics: loader.section("analytics")?,
-        };
-        if config.analytics.concurrency == 0 {
-            return Err(ConfigError::invalid(
-                "analytics.concurrency",
-                "must be more than 0",
-            ));
-        }
-        hookbus_bus::consumer::check_batch_size(
-            "analytics.batch_size",
-            config.analytics.batch_size,
-        )?;
-        if config.analytics.subjects.is_empty() {
+impl Section for AnalyticsConfig {
+    const NAME: &'static str = "analytics";
+
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    fn prepare(&mut self, _: &Loader) -> Result<(), ConfigError> {
+        self.consumer_settings().check()?;
+        if self.subjects.is_empty() {
             return Err(ConfigError::invalid(
                 "analytics.subjects",
                 "must name at least one subject",
             ));
         }
-        Ok(config)
+        Ok(())
+    }
+}
+
+impl AnalyticsConfig {
+    /// What the consumer runs with.
+    pub fn consumer_settings(&self) -> ConsumerSettings {
+        ConsumerSettings {
+            section: Self::NAME,
+            name: self.consumer.clone(),
+            subjects: self.subjects.clone(),
+            start: self.start,
+            concurrency: self.concurrency,
+            batch_size: self.batch_size,
+            confirm_acks: self.confirm_acks,
+        }
     }
 }
 

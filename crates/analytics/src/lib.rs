@@ -17,7 +17,8 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hookbus_bus::{ConsumerSpec, Delivery, Outcome};
+use hookbus_bus::{Delivery, Outcome};
+use hookbus_service::{ConsumerApp, HttpError, ServiceError};
 use hookbus_store::Store;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
@@ -94,8 +95,8 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let settings = config.analytics;
+) -> Result<(), ServiceError> {
+    let settings = config.service;
     let store = Store::open(&settings.database_url, store::migrations()).await?;
     let client = hookbus_bus::connect(&config.nats, "hookbus-analytics").await?;
 
@@ -110,31 +111,27 @@ pub async fn run(
         repeated.clone(),
     );
 
-    let subjects: Vec<&str> = settings.subjects.iter().map(String::as_str).collect();
-    let mut spec = ConsumerSpec::new(settings.consumer.clone(), &subjects)
-        .start(settings.start)
-        .concurrency(settings.concurrency)
-        .batch_size(settings.batch_size)
-        .confirm_acks(settings.confirm_acks)
-        .metrics(&hookbus_bus::ConsumerMetrics::register(&mut registry));
-    spec.stream = config.nats.events.clone();
-    hookbus_store::track(&mut spec, store.pool());
+    let app = ConsumerApp::new(
+        &settings.consumer_settings(),
+        &config.nats,
+        &store,
+        &mut registry,
+    );
     let handler = Arc::new(Handler {
         store: store.clone(),
         consumer: settings.consumer.as_str().into(),
         counted,
         repeated,
-        max_deliveries: spec.max_deliveries as u64,
+        max_deliveries: app.max_deliveries(),
     });
-    let consumer = tokio::spawn(hookbus_bus::run_batch_consumer(
+    let consumer = app.spawn(
         client.clone(),
-        spec,
         move |batch| {
             let handler = handler.clone();
             async move { handler.handle(batch).await }
         },
         shutdown.clone(),
-    ));
+    );
 
     let state = Arc::new(AppState {
         store,
@@ -145,7 +142,7 @@ pub async fn run(
         .route("/v1/stats/revenue", get(stats_revenue))
         .route("/readyz", get(readyz))
         .with_state(state);
-    hookbus_telemetry::serve(
+    hookbus_service::serve(
         "analytics",
         listener,
         app,
@@ -158,14 +155,11 @@ pub async fn run(
 }
 
 fn bad_request(message: String) -> Response {
-    let body = serde_json::json!({"error": {"code": "invalid_query", "message": message}});
-    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+    HttpError::new(StatusCode::BAD_REQUEST, "invalid_query", message).into_response()
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "stats query failed");
-    let body = serde_json::json!({"error": {"code": "internal", "message": "internal error"}});
-    (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+    HttpError::internal("stats query failed", e).into_response()
 }
 
 #[derive(Deserialize)]
@@ -235,21 +229,13 @@ async fn stats_revenue(State(state): State<Arc<AppState>>, Query(query): Query<R
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    hookbus_telemetry::readiness(&[
+    hookbus_service::readiness(&[
         ("database", state.store.is_reachable().await),
         ("broker_connected", hookbus_bus::is_connected(&state.client)),
     ])
 }
 
 /// The whole process, configured by `config_path` (or `HOOKBUS_CONFIG`) and the environment.
-pub async fn service_main(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    hookbus_bus::service_main(
-        "hookbus-analytics",
-        config_path,
-        Config::load,
-        |c| (&c.telemetry, c.analytics.listen),
-        run,
-    )
-    .await
-    .map_err(anyhow::Error::from_boxed)
+pub async fn service_main(config_path: Option<PathBuf>) -> Result<(), ServiceError> {
+    hookbus_service::run_service("hookbus-analytics", config_path, run).await
 }

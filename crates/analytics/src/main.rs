@@ -6,6 +6,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = hookbus_config::config_arg("hookbus-analytics").map_err(anyhow::Error::msg)?;
-    hookbus_analytics::service_main(config).await
+    let args = hookbus_service::ServiceArgs::from_env();
+    Ok(hookbus_analytics::service_main(args.config).await?)
 }

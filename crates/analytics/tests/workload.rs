@@ -116,12 +116,12 @@ async fn start(
 ) -> (
     String,
     CancellationToken,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
+    tokio::task::JoinHandle<Result<(), hookbus_service::ServiceError>>,
 ) {
     let config = Config {
         nats: nats.clone(),
         telemetry: Default::default(),
-        analytics: AnalyticsConfig {
+        service: AnalyticsConfig {
             database_url: database_url.into(),
             ..AnalyticsConfig::default()
         },
@@ -327,6 +327,6 @@ async fn a_mixed_workload_is_counted_exactly_once_on_postgres() {
 
 /// An HTTP client for the test (reqwest needs the process's rustls provider first).
 fn http_client() -> reqwest::Client {
-    hookbus_bus::install_crypto_provider();
+    hookbus_service::install_crypto_provider();
     reqwest::Client::new()
 }

@@ -112,8 +112,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
             ..Default::default()
         },
         telemetry: Default::default(),
-        sources: Default::default(),
-        egress: hookbus_egress::EgressConfig {
+        service: hookbus_egress::EgressConfig {
             api_token: Some(TOKEN.into()),
             encryption_key: Some(KEY.into()),
             allow_private_networks: true,
@@ -125,7 +124,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     let base = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
     let egress = tokio::spawn(hookbus_egress::run(config, listener, shutdown.clone()));
-    hookbus_bus::install_crypto_provider();
+    hookbus_service::install_crypto_provider();
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(64)

@@ -192,14 +192,13 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
             ..NatsConfig::default()
         },
         telemetry: Default::default(),
-        sources: Default::default(),
-        egress: settings,
+        service: settings,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let api = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
     let egress = tokio::spawn(hookbus_egress::run(config, listener, shutdown.clone()));
-    hookbus_bus::install_crypto_provider();
+    hookbus_service::install_crypto_provider();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency.max(64))
         .timeout(Duration::from_secs(30))

@@ -55,7 +55,7 @@ enum Which {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    hookbus_bus::install_crypto_provider();
+    hookbus_service::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

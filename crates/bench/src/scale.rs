@@ -71,7 +71,7 @@ pub async fn run(scale: Scale) -> anyhow::Result<String> {
         .map(|(a, b)| format!("nats-server {a}.{b}"))
         .unwrap_or_default();
     let config = config(&nats.url(), scale.concurrency);
-    hookbus_bus::install_crypto_provider();
+    hookbus_service::install_crypto_provider();
     let client = api_client(scale.concurrency)?;
 
     let egress = Service::start("egress", &config).await?;

@@ -3,7 +3,7 @@ use std::time::Duration;
 use async_nats::{Client, ConnectOptions};
 use secrecy::ExposeSecret;
 
-use crate::config::NatsConfig;
+use crate::NatsConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {

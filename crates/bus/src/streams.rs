@@ -2,7 +2,7 @@
 
 use async_nats::jetstream::{self, stream};
 
-use crate::config::StreamSettings;
+use crate::StreamSettings;
 
 pub const EVENTS_STREAM: &str = "EVENTS";
 

@@ -33,27 +33,11 @@ pub fn event_subject(source: &str, normalized_type: &str) -> String {
     format!("events.{source}.{normalized_type}")
 }
 
-/// A source or service name that cannot be one subject token.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "source name {0:?} must be 1 to 64 characters of a-z, 0-9, - and _, starting with a letter or digit"
-)]
-pub struct NameError(pub String);
-
-/// Checks a source or service name used as one subject token: 1 to 64 of `a-z`, `0-9`, `-`, `_`,
-/// starting with a letter or digit.
-pub fn check_source_name(name: &str) -> Result<(), NameError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(NameError(name.to_owned()))
-    }
+/// Checks a source or service name used as one subject token ([`SourceName`]'s rule).
+///
+/// [`SourceName`]: crate::SourceName
+pub fn check_source_name(name: &str) -> Result<(), crate::NameError> {
+    crate::SourceName::parse(name).map(drop)
 }
 
 /// Whether `subject` matches the NATS pattern `pattern` (`*` is one token, a final `>` is one or

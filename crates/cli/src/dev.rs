@@ -120,9 +120,8 @@ pub async fn run(config_path: Option<PathBuf>, args: DevArgs) -> anyhow::Result<
     };
     if let Some(port) = port {
         let store = data_dir.join("nats");
-        let server = tokio::task::spawn_blocking(move || NatsServer::start_in(&store, port))
-            .await?
-            .map_err(anyhow::Error::msg)?;
+        let server =
+            tokio::task::spawn_blocking(move || NatsServer::start_in(&store, port)).await??;
         tracing::info!(binary = %server.binary().display(), port, "started nats-server");
         nats = Some(server);
     }
@@ -136,12 +135,11 @@ pub async fn run(config_path: Option<PathBuf>, args: DevArgs) -> anyhow::Result<
             .await
             .with_context(|| format!("listen on {addr} ({key})"))
     };
-    let listener = bind(config.ingress.listen, "ingress.listen").await?;
-    let inventory_listener = bind(inventory.inventory.listen, "inventory.listen").await?;
-    let analytics_listener = bind(analytics.analytics.listen, "analytics.listen").await?;
-    let notifications_listener =
-        bind(notifications.notifications.listen, "notifications.listen").await?;
-    let egress_listener = bind(egress.egress.listen, "egress.listen").await?;
+    let listener = bind(config.service.listen, "ingress.listen").await?;
+    let inventory_listener = bind(inventory.service.listen, "inventory.listen").await?;
+    let analytics_listener = bind(analytics.service.listen, "analytics.listen").await?;
+    let notifications_listener = bind(notifications.service.listen, "notifications.listen").await?;
+    let egress_listener = bind(egress.service.listen, "egress.listen").await?;
     let sink_listener = bind(dev.sink_listen, "dev.sink_listen").await?;
     let addrs = Addrs {
         ingress: listener.local_addr()?,
@@ -152,7 +150,7 @@ pub async fn run(config_path: Option<PathBuf>, args: DevArgs) -> anyhow::Result<
         sink: sink_listener.local_addr()?,
     };
     let api_token = egress
-        .egress
+        .service
         .api_token
         .as_ref()
         .map(|t| t.expose_secret().to_owned())
@@ -160,7 +158,7 @@ pub async fn run(config_path: Option<PathBuf>, args: DevArgs) -> anyhow::Result<
     let nats_url = config.nats.url.clone();
 
     let shutdown = CancellationToken::new();
-    tokio::spawn(hookbus_bus::stop_on_signal(shutdown.clone()));
+    tokio::spawn(hookbus_service::stop_on_signal(shutdown.clone()));
     // Every service in this process; when one stops (an error, or the signal), all stop.
     let mut services = tokio::task::JoinSet::new();
     let stop_all = |result: anyhow::Result<()>, token: CancellationToken| {
@@ -175,23 +173,23 @@ pub async fn run(config_path: Option<PathBuf>, args: DevArgs) -> anyhow::Result<
     let token = shutdown.clone();
     services.spawn(async move {
         let result = hookbus_inventory::run(inventory, inventory_listener, token.clone()).await;
-        stop_all(result, token)
+        stop_all(result.map_err(Into::into), token)
     });
     let token = shutdown.clone();
     services.spawn(async move {
         let result = hookbus_analytics::run(analytics, analytics_listener, token.clone()).await;
-        stop_all(result, token)
+        stop_all(result.map_err(Into::into), token)
     });
     let token = shutdown.clone();
     services.spawn(async move {
         let result =
             hookbus_notifications::run(notifications, notifications_listener, token.clone()).await;
-        stop_all(result, token)
+        stop_all(result.map_err(Into::into), token)
     });
     let token = shutdown.clone();
     services.spawn(async move {
         let result = hookbus_egress::run(egress, egress_listener, token.clone()).await;
-        stop_all(result, token)
+        stop_all(result.map_err(Into::into), token)
     });
     let token = shutdown.clone();
     let sink = sink::router(&endpoint_secret)?;

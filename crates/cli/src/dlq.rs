@@ -44,7 +44,6 @@ pub async fn run(config_path: Option<PathBuf>, action: Action) -> anyhow::Result
         Action::List { consumer, limit } => {
             let letters = dlq::list(&js, consumer.as_deref(), limit)
                 .await
-                .map_err(anyhow::Error::msg)
                 .context("read the DLQ stream")?;
             println!(
                 "{:>8}  {:<20} {:<40} {:>8}  {:<36}  reason",
@@ -67,9 +66,7 @@ pub async fn run(config_path: Option<PathBuf>, action: Action) -> anyhow::Result
             consumer,
             sequences,
         } => {
-            let letters = dlq::list(&js, consumer.as_deref(), usize::MAX)
-                .await
-                .map_err(anyhow::Error::msg)?;
+            let letters = dlq::list(&js, consumer.as_deref(), usize::MAX).await?;
             let mut retried = 0;
             for letter in letters
                 .iter()
@@ -77,7 +74,6 @@ pub async fn run(config_path: Option<PathBuf>, action: Action) -> anyhow::Result
             {
                 dlq::retry(&js, letter)
                     .await
-                    .map_err(anyhow::Error::msg)
                     .with_context(|| format!("retry DLQ message {}", letter.sequence))?;
                 retried += 1;
             }
@@ -88,9 +84,7 @@ pub async fn run(config_path: Option<PathBuf>, action: Action) -> anyhow::Result
                 yes,
                 "purge deletes dead letters for good; add --yes to confirm"
             );
-            let purged = dlq::purge(&js, consumer.as_deref())
-                .await
-                .map_err(anyhow::Error::msg)?;
+            let purged = dlq::purge(&js, consumer.as_deref()).await?;
             println!("purged {purged} dead letter(s)");
         }
     }

@@ -49,18 +49,18 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    hookbus_bus::install_crypto_provider();
+    hookbus_service::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Dev(args) => dev::run(cli.config, args).await,
-            Command::Ingress => hookbus_ingress::service_main(cli.config).await,
-            Command::Inventory => hookbus_inventory::service_main(cli.config).await,
-            Command::Analytics => hookbus_analytics::service_main(cli.config).await,
-            Command::Notifications => hookbus_notifications::service_main(cli.config).await,
-            Command::Egress => hookbus_egress::service_main(cli.config).await,
+            Command::Ingress => Ok(hookbus_ingress::service_main(cli.config).await?),
+            Command::Inventory => Ok(hookbus_inventory::service_main(cli.config).await?),
+            Command::Analytics => Ok(hookbus_analytics::service_main(cli.config).await?),
+            Command::Notifications => Ok(hookbus_notifications::service_main(cli.config).await?),
+            Command::Egress => Ok(hookbus_egress::service_main(cli.config).await?),
             Command::Dlq { action } => dlq::run(cli.config, action).await,
         }
     })

@@ -1,9 +1,14 @@
 //! Layered configuration: defaults (in the types), then one TOML file (`--config` or
 //! `HOOKBUS_CONFIG`), then the environment (`HOOKBUS_<SECTION>__<KEY>`, plus `NATS_URL`).
-//! Every section is validated at start-up; an error names the key.
+//! Every section is validated at start-up; an error names the key. The sections every process
+//! shares (`[nats]`, `[telemetry]`) are here, and [`ServiceConfig`] puts them beside a service's
+//! own [`Section`].
 
 #![forbid(unsafe_code)]
 
+mod nats;
+mod service;
+mod telemetry;
 mod units;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +17,9 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::de::DeserializeOwned;
 
+pub use nats::{NatsConfig, StreamSettings};
+pub use service::{Section, ServiceConfig};
+pub use telemetry::{LogFormat, TelemetryConfig};
 pub use units::{ByteSize, UnitError, duration};
 
 /// The sections a configuration file may have today.
@@ -25,24 +33,6 @@ pub const SECTIONS: &[&str] = &[
     "egress",
     "dev",
 ];
-
-/// The only argument of a service binary: `--config FILE` (optional). `binary` names it in the
-/// usage message.
-pub fn config_arg(binary: &str) -> Result<Option<PathBuf>, String> {
-    let mut args = std::env::args().skip(1);
-    let mut config = None;
-    while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next()) {
-            ("--config", Some(path)) => config = Some(PathBuf::from(path)),
-            _ => {
-                return Err(format!(
-                    "unexpected argument {arg:?}; usage: {binary} [--config FILE]"
-                ));
-            }
-        }
-    }
-    Ok(config)
-}
 
 /// The sections whose `database_url` `DATABASE_URL` sets.
 pub const SQL_SECTIONS: &[&str] = &["inventory", "analytics", "notifications"];

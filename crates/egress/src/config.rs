@@ -5,24 +5,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hookbus_bus::{NatsConfig, StartPosition};
-use hookbus_config::{ConfigError, Loader, duration};
-use hookbus_telemetry::TelemetryConfig;
+use hookbus_bus::StartPosition;
+use hookbus_config::{ConfigError, Loader, Section, ServiceConfig, duration};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::schedule::RetrySchedule;
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub nats: NatsConfig,
-    pub telemetry: TelemetryConfig,
-    pub egress: EgressConfig,
-    /// The ingress's sources, when the egress reads the same file: each one's settings but its
-    /// secrets, for the console's sources page.
-    pub sources: BTreeMap<String, SourceView>,
-}
+/// The egress's whole configuration: `[nats]`, `[telemetry]` and `[egress]`.
+pub type Config = ServiceConfig<EgressConfig>;
 
 /// A source of the ingress as the console shows it: every setting whose name does not mention a
 /// secret (`secrets`, `secrets_file` are left out when it is read).
@@ -34,23 +26,25 @@ struct IngressView {
     sources: BTreeMap<String, SourceView>,
 }
 
-impl Config {
-    pub fn load(loader: &Loader) -> Result<Self, ConfigError> {
-        let mut config = Self {
-            nats: loader.section("nats")?,
-            telemetry: loader.section("telemetry")?,
-            egress: loader.section("egress")?,
-            sources: loader
-                .section::<IngressView>("ingress")
-                .map(|ingress| ingress.sources)
-                .unwrap_or_default(),
-        };
-        for source in config.sources.values_mut() {
+impl Section for EgressConfig {
+    const NAME: &'static str = "egress";
+
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// Reads the secret files, validates, and takes the view of `[ingress.sources]` the
+    /// console's sources page shows.
+    fn prepare(&mut self, loader: &Loader) -> Result<(), ConfigError> {
+        self.sources = loader
+            .section::<IngressView>("ingress")
+            .map(|ingress| ingress.sources)
+            .unwrap_or_default();
+        for source in self.sources.values_mut() {
             source.retain(|key, _| !key.contains("secret"));
         }
-        config.egress.read_secret_files()?;
-        config.egress.validate()?;
-        Ok(config)
+        self.read_secret_files()?;
+        self.validate()
     }
 }
 
@@ -59,6 +53,10 @@ impl Config {
 #[serde(deny_unknown_fields, default)]
 pub struct EgressConfig {
     pub listen: SocketAddr,
+    /// The ingress's sources, when the egress reads the same file: each one's settings but its
+    /// secrets, for the console's sources page. Not a key of `[egress]`.
+    #[serde(skip)]
+    pub sources: BTreeMap<String, SourceView>,
     /// Bearer token of the management API (at least 16 characters). Set it through
     /// `HOOKBUS_EGRESS__API_TOKEN` or `api_token_file`.
     pub api_token: Option<SecretString>,
@@ -235,6 +233,7 @@ impl Default for EgressConfig {
         let schedule = RetrySchedule::default();
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            sources: BTreeMap::new(),
             api_token: None,
             api_token_file: None,
             encryption_key: None,

@@ -38,18 +38,24 @@ pub enum SecretError {
 impl SecretBox {
     /// The key as configured: 32 bytes, base64.
     pub fn from_base64(text: &str) -> Result<Self, SecretError> {
-        let bytes = STANDARD
-            .decode(text.trim())
-            .map_err(|e| SecretError::NotBase64(e.to_string()))?;
-        if bytes.len() != 32 {
-            return Err(SecretError::KeyLength(bytes.len()));
-        }
+        let bytes = Self::key_bytes(text)?;
         let key =
             UnboundKey::new(&CHACHA20_POLY1305, &bytes).map_err(|_| SecretError::UnusableKey)?;
         Ok(Self {
             key: LessSafeKey::new(key),
             random: SystemRandom::new(),
         })
+    }
+
+    /// The 32 bytes of a key as configured (base64).
+    pub fn key_bytes(text: &str) -> Result<Vec<u8>, SecretError> {
+        let bytes = STANDARD
+            .decode(text.trim())
+            .map_err(|e| SecretError::NotBase64(e.to_string()))?;
+        if bytes.len() != 32 {
+            return Err(SecretError::KeyLength(bytes.len()));
+        }
+        Ok(bytes)
     }
 
     /// `nonce ‖ ciphertext ‖ tag`.

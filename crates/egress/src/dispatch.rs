@@ -107,12 +107,12 @@ impl Engine {
         }
         let failed = match failed {
             None => {
-                hookbus_bus::failpoint("egress.dispatch.after_tasks");
+                hookbus_service::failpoint("egress.dispatch.after_tasks");
                 let marked = self
                     .stores
                     .mark_dispatched(&event.id, delivery.stream_sequence)
                     .await;
-                hookbus_bus::failpoint("egress.dispatch.after_marker");
+                hookbus_service::failpoint("egress.dispatch.after_marker");
                 marked.err()
             }
             failed => failed,

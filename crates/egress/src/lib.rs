@@ -48,6 +48,7 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use hookbus_bus::ConsumerSpec;
+use hookbus_service::ServiceError;
 use prometheus_client::registry::Registry;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -56,12 +57,35 @@ use tokio_util::sync::CancellationToken;
 pub use config::{Config, EgressConfig};
 pub use ssrf::{AddressPolicy, Forbidden, Lookup, Refused, SystemLookup, http_client, refusal_of};
 
+/// What stops the egress from starting, beyond what every service can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("egress.encryption_key is required")]
+    NoEncryptionKey,
+    #[error("egress.encryption_key: {0}")]
+    EncryptionKey(crypto::SecretError),
+    #[error("egress.api_token is required")]
+    NoApiToken,
+    #[error("console: {0}")]
+    Console(std::io::Error),
+    #[error("could not read the endpoints bucket within 30 s")]
+    EndpointsUnread,
+    #[error("HTTP client: {0}")]
+    HttpClient(reqwest::Error),
+}
+
+impl From<StartError> for ServiceError {
+    fn from(e: StartError) -> Self {
+        Self::own(e)
+    }
+}
+
 /// Runs the egress until `shutdown`: the API on `listener`, the dispatcher and the workers.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), ServiceError> {
     run_with_lookup(config, listener, Arc::new(SystemLookup), shutdown).await
 }
 
@@ -71,22 +95,20 @@ pub async fn run_with_lookup(
     listener: TcpListener,
     lookup: Arc<dyn Lookup>,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let settings = config.egress.clone();
+) -> Result<(), ServiceError> {
+    let settings = config.service.clone();
     let key = settings
         .encryption_key
         .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("egress.encryption_key is required"))?;
+        .ok_or(StartError::NoEncryptionKey)?;
+    let key_bytes =
+        crypto::SecretBox::key_bytes(key.expose_secret()).map_err(StartError::EncryptionKey)?;
     let secrets = Arc::new(
-        crypto::SecretBox::from_base64(key.expose_secret())
-            .map_err(|e| anyhow::anyhow!("egress.encryption_key: {e}"))?,
+        crypto::SecretBox::from_base64(key.expose_secret()).map_err(StartError::EncryptionKey)?,
     );
-    let token = settings
-        .api_token
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("egress.api_token is required"))?;
+    let token = settings.api_token.clone().ok_or(StartError::NoApiToken)?;
     // The console's templates and logo, before anything starts: a missing logo stops start-up.
-    let views = console::Views::new(&settings.console)?;
+    let views = console::Views::new(&settings.console).map_err(StartError::Console)?;
     let client = hookbus_bus::connect(&config.nats, "hookbus-egress").await?;
     let js = jetstream::new(client.clone());
     let replicas = config.nats.events.replicas;
@@ -114,10 +136,11 @@ pub async fn run_with_lookup(
         shutdown.clone(),
     ));
     if last > 0 && !directory.caught_up(last, Duration::from_secs(30)).await {
-        anyhow::bail!("could not read the endpoints bucket within 30 s");
+        return Err(StartError::EndpointsUnread.into());
     }
 
-    let http = http_client(settings.policy(), lookup, settings.request_timeout)?;
+    let http = http_client(settings.policy(), lookup, settings.request_timeout)
+        .map_err(StartError::HttpClient)?;
     let publisher = hookbus_bus::Publisher::new(client.clone(), 256);
     let engine = engine::Engine::new(
         stores,
@@ -202,10 +225,6 @@ pub async fn run_with_lookup(
         shutdown.clone(),
     ));
 
-    let key_bytes = base64::Engine::decode(
-        &base64::engine::general_purpose::STANDARD,
-        key.expose_secret().trim(),
-    )?;
     let access = Arc::new(access::Access::new(&key_bytes));
     let state = Arc::new(api::ApiState {
         engine: engine.clone(),
@@ -228,12 +247,12 @@ pub async fn run_with_lookup(
             engine.clone(),
             access,
             token,
-            config.sources.clone(),
+            settings.sources.clone(),
             views,
         );
         app = app.nest("/console", console::router(Arc::new(console)));
     }
-    hookbus_telemetry::serve(
+    hookbus_service::serve(
         "egress",
         listener,
         app,
@@ -247,18 +266,10 @@ pub async fn run_with_lookup(
 }
 
 async fn readyz(State(client): State<async_nats::Client>) -> Response {
-    hookbus_telemetry::readiness(&[("broker_connected", hookbus_bus::is_connected(&client))])
+    hookbus_service::readiness(&[("broker_connected", hookbus_bus::is_connected(&client))])
 }
 
 /// The whole process, configured by `config_path` (or `HOOKBUS_CONFIG`) and the environment.
-pub async fn service_main(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    hookbus_bus::service_main(
-        "hookbus-egress",
-        config_path,
-        Config::load,
-        |c| (&c.telemetry, c.egress.listen),
-        run,
-    )
-    .await
-    .map_err(anyhow::Error::from_boxed)
+pub async fn service_main(config_path: Option<PathBuf>) -> Result<(), ServiceError> {
+    hookbus_service::run_service("hookbus-egress", config_path, run).await
 }

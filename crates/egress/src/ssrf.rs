@@ -277,7 +277,7 @@ pub fn http_client(
     lookup: Arc<dyn Lookup>,
     timeout: Duration,
 ) -> Result<reqwest::Client, reqwest::Error> {
-    hookbus_bus::install_crypto_provider();
+    hookbus_service::install_crypto_provider();
     reqwest::Client::builder()
         .dns_resolver(Arc::new(GuardedResolver {
             policy: Arc::new(policy),

@@ -12,7 +12,7 @@ use serde_json::json;
 
 /// A client that keeps no cookies and follows no redirects: the test carries the cookie.
 fn plain() -> reqwest::Client {
-    hookbus_bus::install_crypto_provider();
+    hookbus_service::install_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -5,33 +5,26 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hookbus_bus::NatsConfig;
-use hookbus_config::{ByteSize, ConfigError, Loader, duration};
+use hookbus_config::{ByteSize, ConfigError, Loader, Section, ServiceConfig, duration};
 use hookbus_signature::{
     Algorithm, Encoding, Extract, HmacScheme, PayloadTemplate, Scheme, Verifier,
 };
-use hookbus_telemetry::TelemetryConfig;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-/// Everything the ingress reads.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub nats: NatsConfig,
-    pub telemetry: TelemetryConfig,
-    pub ingress: IngressConfig,
-}
+/// Everything the ingress reads: `[nats]`, `[telemetry]` and `[ingress]`.
+pub type Config = ServiceConfig<IngressConfig>;
 
-impl Config {
-    /// Loads and validates the sections the ingress uses.
-    pub fn load(loader: &Loader) -> Result<Self, ConfigError> {
-        let config = Self {
-            nats: loader.section("nats")?,
-            telemetry: loader.section("telemetry")?,
-            ingress: loader.section("ingress")?,
-        };
-        config.ingress.sources()?;
-        Ok(config)
+impl Section for IngressConfig {
+    const NAME: &'static str = "ingress";
+
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// Builds every source once, so that a bad one stops start-up naming its key.
+    fn prepare(&mut self, _: &Loader) -> Result<(), ConfigError> {
+        self.sources().map(drop)
     }
 }
 

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use hookbus_service::HttpError;
 use hookbus_signature::VerifyError;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,20 +51,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": { "code": self.code(), "message": self.to_string() }
-        });
-        let mut response = (self.status(), Json(body)).into_response();
-        let retry_after = match &self {
+        let mut error = HttpError::new(self.status(), self.code(), self.to_string());
+        error.retry_after = match &self {
             Self::RateLimited { .. } => Some(1),
             Self::Unavailable(_, after) => Some(after.as_secs().max(1)),
             _ => None,
         };
-        if let Some(seconds) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
+        error.into_response()
     }
 }

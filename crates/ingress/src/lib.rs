@@ -37,6 +37,12 @@ pub enum IngressError {
     Serve(#[source] std::io::Error),
 }
 
+impl From<IngressError> for hookbus_service::ServiceError {
+    fn from(e: IngressError) -> Self {
+        Self::own(e)
+    }
+}
+
 /// Runs the ingress on `listener` (bound by the caller, so tests can use port 0) until `shutdown`
 /// is cancelled; requests in flight then get up to `drain_timeout` to finish.
 pub async fn run(
@@ -44,10 +50,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), IngressError> {
-    let sources = config.ingress.sources()?;
+    let sources = config.service.sources()?;
     let client = hookbus_bus::connect(&config.nats, "hookbus-ingress").await?;
-    hookbus_bus::ensure_fits_max_payload(&client, config.ingress.body_limit.0, ENVELOPE_HEADROOM)?;
-    let publisher = Publisher::new(client.clone(), config.ingress.max_in_flight);
+    hookbus_bus::ensure_fits_max_payload(&client, config.service.body_limit.0, ENVELOPE_HEADROOM)?;
+    let publisher = Publisher::new(client.clone(), config.service.max_in_flight);
     hookbus_bus::ensure_events_stream(publisher.jetstream(), &config.nats.events).await?;
 
     for source in &sources {
@@ -62,7 +68,7 @@ pub async fn run(
             .into_iter()
             .map(|source| {
                 let state = routes::SourceState {
-                    limiter: source.rate_limit.map(limit::RateLimiter::new),
+                    limiter: source.rate_limit.and_then(limit::RateLimiter::new),
                     dropped_headers: source
                         .verifier
                         .scheme()
@@ -77,9 +83,9 @@ pub async fn run(
             .collect::<HashMap<_, _>>(),
         publisher,
         client: client.clone(),
-        body_limit: config.ingress.body_limit.0,
-        publish_timeout: config.ingress.publish_timeout,
-        retry_after: config.ingress.retry_after,
+        body_limit: config.service.body_limit.0,
+        publish_timeout: config.service.publish_timeout,
+        retry_after: config.service.retry_after,
         metrics,
     });
     let app = router(state).merge(hookbus_telemetry::metrics_router(Arc::new(registry)));
@@ -88,8 +94,8 @@ pub async fn run(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(%addr, sources = config.ingress.sources.len(), "ingress listening");
-    let drain = config.ingress.drain_timeout;
+    tracing::info!(%addr, sources = config.service.sources.len(), "ingress listening");
+    let drain = config.service.drain_timeout;
     let stopping = shutdown.clone();
     let serve = axum::serve(listener, app).with_graceful_shutdown(stopping.cancelled_owned());
     tokio::select! {
@@ -104,25 +110,24 @@ pub async fn run(
 }
 
 fn router(state: routes::SharedState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/webhooks/{source}", post(routes::receive))
-        .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         // The body limit is enforced by the handler itself, with the ingress's error format.
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(state)
+        .with_state(state);
+    hookbus_service::with_health(routes)
 }
 
 /// The whole process: configuration from `config_path` (or `HOOKBUS_CONFIG`) and the environment,
 /// telemetry, the listener, and SIGINT/SIGTERM for a graceful stop.
-pub async fn service_main(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    hookbus_bus::service_main(
+pub async fn service_main(
+    config_path: Option<PathBuf>,
+) -> Result<(), hookbus_service::ServiceError> {
+    hookbus_service::run_service(
         "hookbus-ingress",
         config_path,
-        Config::load,
-        |c| (&c.telemetry, c.ingress.listen),
-        run,
+        |config, listener, shutdown| async { Ok(run(config, listener, shutdown).await?) },
     )
     .await
-    .map_err(anyhow::Error::from_boxed)
 }

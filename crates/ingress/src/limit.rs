@@ -1,36 +1,25 @@
-//! A per-source token bucket for `rate_limit` (requests per second, bursts up to one second's worth).
+//! A per-source limit for `rate_limit`: requests per second, bursts up to one second's worth.
+//! governor's GCRA, as the egress's per-endpoint limits.
 
-use std::sync::Mutex;
-use std::time::Instant;
+use std::num::NonZeroU32;
+
+use governor::{DefaultDirectRateLimiter, Quota};
 
 #[derive(Debug)]
-pub struct RateLimiter {
-    rate: f64,
-    state: Mutex<(f64, Instant)>,
-}
+pub struct RateLimiter(DefaultDirectRateLimiter);
 
 impl RateLimiter {
-    pub fn new(per_second: u32) -> Self {
-        let rate = f64::from(per_second);
-        Self {
+    /// A limit of `per_second`; `None` for 0, which the configuration refuses.
+    pub fn new(per_second: u32) -> Option<Self> {
+        let rate = NonZeroU32::new(per_second)?;
+        Some(Self(DefaultDirectRateLimiter::direct(Quota::per_second(
             rate,
-            state: Mutex::new((rate, Instant::now())),
-        }
+        ))))
     }
 
-    /// Takes a token if one is there.
+    /// Takes a request's place if the limit has one now.
     pub fn try_acquire(&self) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let (tokens, last) = *state;
-        let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate);
-        if tokens >= 1.0 {
-            *state = (tokens - 1.0, now);
-            true
-        } else {
-            *state = (tokens, now);
-            false
-        }
+        self.0.check().is_ok()
     }
 }
 
@@ -40,7 +29,7 @@ mod tests {
 
     #[test]
     fn allows_a_burst_of_one_second_then_refuses() {
-        let limiter = RateLimiter::new(5);
+        let limiter = RateLimiter::new(5).unwrap();
         let granted = (0..20).filter(|_| limiter.try_acquire()).count();
         assert_eq!(granted, 5);
     }

@@ -302,10 +302,6 @@ fn envelope(
     (event, msg_id)
 }
 
-pub async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({"status": "ok"}))
-}
-
 /// Ready when the broker is connected and the `EVENTS` stream is there.
 pub async fn readyz(State(state): State<SharedState>) -> Response {
     let connected = hookbus_bus::is_connected(&state.client);

@@ -4,28 +4,24 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hookbus_bus::{NatsConfig, StartPosition};
-use hookbus_config::{ConfigError, Loader, duration};
-use hookbus_telemetry::TelemetryConfig;
+use hookbus_bus::StartPosition;
+use hookbus_config::{ConfigError, Loader, Section, ServiceConfig, duration};
+use hookbus_service::ConsumerSettings;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub nats: NatsConfig,
-    pub telemetry: TelemetryConfig,
-    pub inventory: InventoryConfig,
-}
+/// The inventory's whole configuration: `[nats]`, `[telemetry]` and `[inventory]`.
+pub type Config = ServiceConfig<InventoryConfig>;
 
-impl Config {
-    pub fn load(loader: &Loader) -> Result<Self, ConfigError> {
-        let config = Self {
-            nats: loader.section("nats")?,
-            telemetry: loader.section("telemetry")?,
-            inventory: loader.section("inventory")?,
-        };
-        config.inventory.validate()?;
-        Ok(config)
+impl Section for InventoryConfig {
+    const NAME: &'static str = "inventory";
+
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    fn prepare(&mut self, _: &Loader) -> Result<(), ConfigError> {
+        self.validate()
     }
 }
 
@@ -88,14 +84,22 @@ impl Default for InventoryConfig {
 }
 
 impl InventoryConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.concurrency == 0 {
-            return Err(ConfigError::invalid(
-                "inventory.concurrency",
-                "must be more than 0",
-            ));
+    /// What the consumer runs with: the commerce events, `stock.adjusted` and the extra
+    /// subjects.
+    pub fn consumer_settings(&self) -> ConsumerSettings {
+        ConsumerSettings {
+            section: Self::NAME,
+            name: self.consumer.clone(),
+            subjects: crate::filter_subjects(self),
+            start: self.start,
+            concurrency: self.concurrency,
+            batch_size: self.batch_size,
+            confirm_acks: self.confirm_acks,
         }
-        hookbus_bus::consumer::check_batch_size("inventory.batch_size", self.batch_size)?;
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.consumer_settings().check()?;
         if self
             .api_token
             .as_ref()

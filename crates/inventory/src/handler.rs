@@ -117,7 +117,7 @@ impl Handler {
         // The effects are committed; a crash here, before the acks, must not apply them twice
         // on redelivery.
         if results.iter().any(Result::is_ok) {
-            hookbus_bus::failpoint("inventory-after-commit");
+            hookbus_service::failpoint("inventory-after-commit");
         }
         let mut applied_any = false;
         for (position, result) in positions.into_iter().zip(results) {

@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use hookbus_bus::{ConsumerSpec, Publisher};
+use hookbus_bus::Publisher;
+use hookbus_service::{ConsumerApp, ServiceError};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -44,8 +45,8 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let settings = config.inventory;
+) -> Result<(), ServiceError> {
+    let settings = config.service;
     let store = hookbus_store::Store::open(&settings.database_url, store::migrations()).await?;
     let inventory = Arc::new(Inventory::new(
         store.clone(),
@@ -67,19 +68,13 @@ pub async fn run(
     let relay_task = tokio::spawn(relay.run(settings.relay_interval, shutdown.clone()));
 
     let mut registry = prometheus_client::registry::Registry::default();
-    let subjects = filter_subjects(&settings);
-    let mut spec = ConsumerSpec::new(
-        settings.consumer.clone(),
-        &subjects.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .start(settings.start)
-    .concurrency(settings.concurrency)
-    .batch_size(settings.batch_size)
-    .confirm_acks(settings.confirm_acks)
-    .metrics(&hookbus_bus::ConsumerMetrics::register(&mut registry));
-    spec.stream = config.nats.events.clone();
-    spec.ack_wait = settings.ack_wait;
-    hookbus_store::track(&mut spec, store.pool());
+    let mut app = ConsumerApp::new(
+        &settings.consumer_settings(),
+        &config.nats,
+        &store,
+        &mut registry,
+    );
+    app.spec.ack_wait = settings.ack_wait;
     let metrics = handler::Metrics::default();
     let sub = registry.sub_registry_with_prefix("hookbus_inventory");
     sub.register(
@@ -97,17 +92,16 @@ pub async fn run(
         consumer: settings.consumer.clone().into(),
         wake_relay: wake_relay.clone(),
         metrics,
-        max_deliveries: spec.max_deliveries as u64,
+        max_deliveries: app.max_deliveries(),
     };
-    let consumer = tokio::spawn(hookbus_bus::run_batch_consumer(
+    let consumer = app.spawn(
         client.clone(),
-        spec,
         move |batch| {
             let handler = handler.clone();
             async move { handler.handle(batch).await }
         },
         shutdown.clone(),
-    ));
+    );
 
     let state = Arc::new(routes::AppState {
         inventory,
@@ -123,7 +117,7 @@ pub async fn run(
         )
         .route("/readyz", get(routes::readyz))
         .with_state(state);
-    hookbus_telemetry::serve(
+    hookbus_service::serve(
         "inventory",
         listener,
         app,
@@ -138,14 +132,6 @@ pub async fn run(
 }
 
 /// The whole process, configured by `config_path` (or `HOOKBUS_CONFIG`) and the environment.
-pub async fn service_main(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    hookbus_bus::service_main(
-        "hookbus-inventory",
-        config_path,
-        Config::load,
-        |c| (&c.telemetry, c.inventory.listen),
-        run,
-    )
-    .await
-    .map_err(anyhow::Error::from_boxed)
+pub async fn service_main(config_path: Option<PathBuf>) -> Result<(), ServiceError> {
+    hookbus_service::run_service("hookbus-inventory", config_path, run).await
 }

@@ -117,7 +117,7 @@ impl Relay {
                     }
                 }
             }
-            hookbus_bus::failpoint("inventory-relay-after-publish");
+            hookbus_service::failpoint("inventory-relay-after-publish");
             // One statement marks the whole batch: fewer writes competing with the consumer's
             // transactions (SQLite has one writer).
             let params = Params::of(self.store.backend());

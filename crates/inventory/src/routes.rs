@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use hookbus_service::HttpError;
 use hookbus_store::StoreError;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -23,18 +24,12 @@ pub struct AppState {
     pub client: async_nats::Client,
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({"error": {"code": code, "message": message.into()}});
-    (status, Json(body)).into_response()
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    HttpError::new(status, code, message).into_response()
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "inventory request failed");
-    error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal error",
-    )
+    HttpError::internal("inventory request failed", e).into_response()
 }
 
 pub async fn get_stock(State(state): State<Arc<AppState>>, Path(sku): Path<String>) -> Response {
@@ -179,7 +174,7 @@ pub async fn put_stock(
 }
 
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    hookbus_telemetry::readiness(&[
+    hookbus_service::readiness(&[
         ("database", state.inventory.store().is_reachable().await),
         ("broker_connected", hookbus_bus::is_connected(&state.client)),
     ])

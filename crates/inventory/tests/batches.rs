@@ -263,7 +263,7 @@ async fn a_poison_event_fails_alone(database_url: &str) {
     let config = Config {
         nats,
         telemetry: Default::default(),
-        inventory: InventoryConfig {
+        service: InventoryConfig {
             database_url: database_url.to_owned(),
             start: StartPosition::All,
             concurrency: 1,
@@ -309,7 +309,7 @@ async fn a_poison_event_fails_alone(database_url: &str) {
     assert_eq!(Event::decode(letter.payload.clone()).unwrap().id, "poison");
 
     // The other 63 took effect, once each.
-    hookbus_bus::install_crypto_provider();
+    hookbus_service::install_crypto_provider();
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let level = loop {

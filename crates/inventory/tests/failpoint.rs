@@ -212,6 +212,6 @@ async fn a_crash_between_a_batch_commit_and_its_acks_applies_nothing_twice_on_po
 
 /// An HTTP client for the test (reqwest needs the process's rustls provider first).
 fn http_client() -> reqwest::Client {
-    hookbus_bus::install_crypto_provider();
+    hookbus_service::install_crypto_provider();
     reqwest::Client::new()
 }

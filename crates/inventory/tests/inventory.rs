@@ -26,7 +26,7 @@ struct Running {
     http: reqwest::Client,
     base: String,
     shutdown: CancellationToken,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    handle: tokio::task::JoinHandle<Result<(), hookbus_service::ServiceError>>,
     database_url: String,
 }
 
@@ -38,7 +38,7 @@ impl Running {
                 ..NatsConfig::default()
             },
             telemetry: Default::default(),
-            inventory: InventoryConfig {
+            service: InventoryConfig {
                 database_url: database_url.to_owned(),
                 api_token: Some(TOKEN.to_owned().into()),
                 relay_interval: Duration::from_millis(100),
@@ -54,7 +54,7 @@ impl Running {
     ) -> (
         String,
         CancellationToken,
-        tokio::task::JoinHandle<anyhow::Result<()>>,
+        tokio::task::JoinHandle<Result<(), hookbus_service::ServiceError>>,
     ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -670,6 +670,6 @@ async fn two_replicas_share_the_consumer_and_apply_each_event_once() {
 
 /// An HTTP client for the test (reqwest needs the process's rustls provider first).
 fn http_client() -> reqwest::Client {
-    hookbus_bus::install_crypto_provider();
+    hookbus_service::install_crypto_provider();
     reqwest::Client::new()
 }

@@ -76,7 +76,7 @@ impl Senders {
                 Some((transport, from))
             }
         };
-        hookbus_bus::install_crypto_provider();
+        hookbus_service::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(webhook_timeout)
             .redirect(reqwest::redirect::Policy::none())

@@ -5,31 +5,27 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hookbus_bus::{NatsConfig, StartPosition};
-use hookbus_config::{ConfigError, Loader, duration};
-use hookbus_telemetry::TelemetryConfig;
+use hookbus_bus::StartPosition;
+use hookbus_config::{ConfigError, Loader, Section, ServiceConfig, duration};
+use hookbus_service::ConsumerSettings;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub nats: NatsConfig,
-    pub telemetry: TelemetryConfig,
-    pub notifications: NotificationsConfig,
-}
+/// The notifications' whole configuration: `[nats]`, `[telemetry]` and `[notifications]`.
+/// Templates are compiled later, by [`crate::Rules::compile`], which `run` calls before it
+/// touches the broker.
+pub type Config = ServiceConfig<NotificationsConfig>;
 
-impl Config {
-    /// Loads and validates the sections. Templates are compiled later, by [`crate::Rules::compile`],
-    /// which `run` calls before it touches the broker.
-    pub fn load(loader: &Loader) -> Result<Self, ConfigError> {
-        let mut config = Self {
-            nats: loader.section("nats")?,
-            telemetry: loader.section("telemetry")?,
-            notifications: loader.section("notifications")?,
-        };
-        config.notifications.read_secret_files()?;
-        config.notifications.validate()?;
-        Ok(config)
+impl Section for NotificationsConfig {
+    const NAME: &'static str = "notifications";
+
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    fn prepare(&mut self, _: &Loader) -> Result<(), ConfigError> {
+        self.read_secret_files()?;
+        self.validate()
     }
 }
 
@@ -243,14 +239,21 @@ impl NotificationsConfig {
         Ok(())
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.concurrency == 0 {
-            return Err(ConfigError::invalid(
-                "notifications.concurrency",
-                "must be more than 0",
-            ));
+    /// What the consumer runs with, on `subjects` (the rules' patterns).
+    pub fn consumer_settings(&self, subjects: Vec<String>) -> ConsumerSettings {
+        ConsumerSettings {
+            section: Self::NAME,
+            name: self.consumer.clone(),
+            subjects,
+            start: self.start,
+            concurrency: self.concurrency,
+            batch_size: self.batch_size,
+            confirm_acks: self.confirm_acks,
         }
-        hookbus_bus::consumer::check_batch_size("notifications.batch_size", self.batch_size)?;
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.consumer_settings(Vec::new()).check()?;
         if self.max_deliveries < 1 {
             return Err(ConfigError::invalid(
                 "notifications.max_deliveries",

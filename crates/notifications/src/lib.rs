@@ -23,7 +23,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use hookbus_bus::{ConsumerSpec, Delivery, Outcome};
+use hookbus_bus::{Delivery, Outcome};
+use hookbus_service::{ConsumerApp, HttpError, ServiceError};
 use hookbus_store::Store;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
@@ -259,17 +260,18 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let settings = config.notifications;
-    let rules = Rules::compile(&settings)?;
-    let subjects = rules.filter_subjects()?;
+) -> Result<(), ServiceError> {
+    let settings = config.service;
+    let rules = Rules::compile(&settings).map_err(ServiceError::own)?;
+    let subjects = rules.filter_subjects().map_err(ServiceError::own)?;
     tracing::info!(rules = ?rules::names(&rules), "notification rules compiled");
     let senders = Senders::new(
         config::exposed(settings.smtp.url.as_ref()),
         &settings.smtp.from,
         settings.smtp.timeout,
         settings.webhook_timeout,
-    )?;
+    )
+    .map_err(ServiceError::own)?;
     let store = Store::open(&settings.database_url, store::migrations()).await?;
     let client = hookbus_bus::connect(&config.nats, "hookbus-notifications").await?;
 
@@ -288,38 +290,32 @@ pub async fn run(
         metrics.repeated.clone(),
     );
 
-    let mut spec = ConsumerSpec::new(
-        settings.consumer.clone(),
-        &subjects.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .start(settings.start)
-    .concurrency(settings.concurrency)
-    .batch_size(settings.batch_size)
-    .confirm_acks(settings.confirm_acks)
-    .metrics(&hookbus_bus::ConsumerMetrics::register(&mut registry));
-    spec.stream = config.nats.events.clone();
-    spec.ack_wait = settings.ack_wait;
-    spec.max_deliveries = settings.max_deliveries;
-    spec.backoff = settings.retry_backoff.clone();
-    hookbus_store::track(&mut spec, store.pool());
+    let mut app = ConsumerApp::new(
+        &settings.consumer_settings(subjects),
+        &config.nats,
+        &store,
+        &mut registry,
+    );
+    app.spec.ack_wait = settings.ack_wait;
+    app.spec.max_deliveries = settings.max_deliveries;
+    app.spec.backoff = settings.retry_backoff.clone();
     let handler = Arc::new(Handler {
         rules,
         senders,
         store: store.clone(),
         consumer: settings.consumer.clone(),
         retry_backoff: settings.retry_backoff.clone(),
-        max_deliveries: settings.max_deliveries as u64,
+        max_deliveries: app.max_deliveries(),
         metrics,
     });
-    let consumer = tokio::spawn(hookbus_bus::run_batch_consumer(
+    let consumer = app.spawn(
         client.clone(),
-        spec,
         move |batch| {
             let handler = handler.clone();
             async move { handler.handle(batch).await }
         },
         shutdown.clone(),
-    ));
+    );
 
     let state = Arc::new(AppState {
         store,
@@ -329,7 +325,7 @@ pub async fn run(
         .route("/v1/sent", get(list_sent))
         .route("/readyz", get(readyz))
         .with_state(state);
-    hookbus_telemetry::serve(
+    hookbus_service::serve(
         "notifications",
         listener,
         app,
@@ -351,36 +347,27 @@ struct SentQuery {
 async fn list_sent(State(state): State<Arc<AppState>>, Query(query): Query<SentQuery>) -> Response {
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        let body = serde_json::json!({"error": {"code": "invalid_query", "message": "limit: must be 1 to 1000"}});
-        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        return HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "limit: must be 1 to 1000",
+        )
+        .into_response();
     }
     match store::recent(&state.store, query.event_id.as_deref(), limit).await {
         Ok(items) => Json(serde_json::json!({ "items": items })).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "ledger query failed");
-            let body =
-                serde_json::json!({"error": {"code": "internal", "message": "internal error"}});
-            (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
-        }
+        Err(e) => HttpError::internal("ledger query failed", e).into_response(),
     }
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    hookbus_telemetry::readiness(&[
+    hookbus_service::readiness(&[
         ("database", state.store.is_reachable().await),
         ("broker_connected", hookbus_bus::is_connected(&state.client)),
     ])
 }
 
 /// The whole process, configured by `config_path` (or `HOOKBUS_CONFIG`) and the environment.
-pub async fn service_main(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    hookbus_bus::service_main(
-        "hookbus-notifications",
-        config_path,
-        Config::load,
-        |c| (&c.telemetry, c.notifications.listen),
-        run,
-    )
-    .await
-    .map_err(anyhow::Error::from_boxed)
+pub async fn service_main(config_path: Option<PathBuf>) -> Result<(), ServiceError> {
+    hookbus_service::run_service("hookbus-notifications", config_path, run).await
 }

@@ -71,7 +71,7 @@ struct Running {
     publisher: Publisher,
     base: String,
     shutdown: CancellationToken,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    handle: tokio::task::JoinHandle<Result<(), hookbus_service::ServiceError>>,
 }
 
 /// Runs notifications on the server at `nats_url`: its base URL, and what stops it.
@@ -82,7 +82,7 @@ async fn spawn_service(
 ) -> (
     String,
     CancellationToken,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
+    tokio::task::JoinHandle<Result<(), hookbus_service::ServiceError>>,
 ) {
     let loader = Loader::with_env(None, Vec::new())
         .unwrap()
@@ -529,7 +529,7 @@ fn configuration_errors_name_the_key() {
 
 /// An HTTP client for the test (reqwest needs the process's rustls provider first).
 fn http_client() -> reqwest::Client {
-    hookbus_bus::install_crypto_provider();
+    hookbus_service::install_crypto_provider();
     reqwest::Client::new()
 }
 

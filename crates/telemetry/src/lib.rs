@@ -9,11 +9,11 @@ mod propagation;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+pub use hookbus_config::{LogFormat, TelemetryConfig};
 pub use metrics::{metrics_router, render};
 pub use opentelemetry::Context as TraceContext;
 pub use prometheus_client;
@@ -22,22 +22,6 @@ pub use propagation::{
     inject_into_http, inject_into_nats, link_from_nats, outgoing_context, set_parent_from_nats,
     set_span_parent, trace_headers_of,
 };
-
-/// The `[telemetry]` section.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TelemetryConfig {
-    /// `text` (default) or `json`.
-    pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -113,47 +97,4 @@ pub fn init(service: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, T
     };
     installed.map_err(|_| TelemetryError::AlreadyInstalled)?;
     Ok(TelemetryGuard { provider })
-}
-
-/// A `/readyz` answer from named checks: 200 `{"status":"ready", <name>: true, …}` when every
-/// check passed, else 503 with `"status":"not_ready"` and each check's result.
-pub fn readiness(checks: &[(&str, bool)]) -> axum::response::Response {
-    use axum::response::IntoResponse;
-
-    let ready = checks.iter().all(|(_, ok)| *ok);
-    let mut body = serde_json::Map::new();
-    body.insert(
-        "status".into(),
-        (if ready { "ready" } else { "not_ready" }).into(),
-    );
-    for (name, ok) in checks {
-        body.insert((*name).into(), (*ok).into());
-    }
-    let status = if ready {
-        http::StatusCode::OK
-    } else {
-        http::StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(serde_json::Value::Object(body))).into_response()
-}
-
-/// Serves a service's `app` with `/healthz` and `/metrics` (from `registry`) added, until
-/// `shutdown` completes; in-flight requests finish first.
-pub async fn serve(
-    service: &str,
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    registry: prometheus_client::registry::Registry,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = app
-        .route(
-            "/healthz",
-            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .merge(metrics_router(std::sync::Arc::new(registry)));
-    tracing::info!(addr = ?listener.local_addr().ok(), "{service} listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

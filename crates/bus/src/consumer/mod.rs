@@ -274,45 +274,6 @@ async fn run(
     Ok(())
 }
 
-/// The whole process of a consumer: `[nats]` from the configuration file (`HOOKBUS_CONFIG`) and
-/// the environment (`NATS_URL`), a connection, and [`run_consumer`] until SIGINT or SIGTERM.
-pub async fn run_consumer_from_env<H, Fut>(
-    spec: ConsumerSpec,
-    handler: H,
-) -> Result<(), ConsumerError>
-where
-    H: Fn(Delivery) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Outcome> + Send + 'static,
-{
-    let (client, shutdown) = connect_from_env(&spec).await?;
-    run_consumer(client, spec, handler, shutdown).await
-}
-
-/// [`run_consumer_from_env`] with a batch handler ([`run_batch_consumer`]).
-pub async fn run_batch_consumer_from_env<H, Fut>(
-    spec: ConsumerSpec,
-    handler: H,
-) -> Result<(), ConsumerError>
-where
-    H: Fn(Vec<Delivery>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Vec<Outcome>> + Send + 'static,
-{
-    let (client, shutdown) = connect_from_env(&spec).await?;
-    run_batch_consumer(client, spec, handler, shutdown).await
-}
-
-/// A connection from `[nats]` and the environment, and a token cancelled by SIGINT or SIGTERM.
-async fn connect_from_env(
-    spec: &ConsumerSpec,
-) -> Result<(async_nats::Client, CancellationToken), ConsumerError> {
-    let path = hookbus_config::Loader::path_from_env(None);
-    let nats: crate::NatsConfig = hookbus_config::Loader::new(path.as_deref())?.section("nats")?;
-    let client = crate::connect(&nats, &spec.name).await?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(crate::stop_on_signal(shutdown.clone()));
-    Ok((client, shutdown))
-}
-
 /// Gets or creates the durable consumer. A consumer that has to be created after the first time
 /// (it was deleted on the server) resumes after the last recorded or acknowledged sequence.
 async fn ensure_consumer(

@@ -477,7 +477,7 @@ pub async fn serve(app: axum::Router) -> String {
 
 /// An HTTP client for the test (reqwest needs the process's rustls provider first).
 pub fn http_client() -> reqwest::Client {
-    hookbus_bus::install_crypto_provider();
+    hookbus_service::install_crypto_provider();
     reqwest::Client::new()
 }
 

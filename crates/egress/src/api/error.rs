@@ -2,11 +2,9 @@
 //! names what was wrong; a failure of the egress or its broker answers a generic 503, and its
 //! cause goes to the log.
 
-use axum::Json;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use utoipa::ToSchema;
+use hookbus_service::HttpError;
 
 use crate::engine::EventError;
 use crate::records::RecordError;
@@ -20,20 +18,7 @@ pub struct ApiError {
     field: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// `invalid_request`, `invalid_field`, `unauthorized`, `not_found` or `unavailable`.
-    code: String,
-    message: String,
-    /// The request field that was wrong, when one was.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<String>,
-}
+pub use hookbus_service::ErrorBody;
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
@@ -111,23 +96,14 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(ErrorBody {
-                error: ErrorDetail {
-                    code: self.code.into(),
-                    message: self.message,
-                    field: self.field,
-                },
-            }),
-        )
-            .into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        HttpError {
+            status: self.status,
+            code: self.code,
+            message: self.message,
+            field: self.field,
+            retry_after: (self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(1),
         }
-        response
+        .into_response()
     }
 }
 

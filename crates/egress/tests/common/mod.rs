@@ -38,13 +38,12 @@ pub fn config(nats_url: &str, egress: EgressConfig) -> Config {
             ..Default::default()
         },
         telemetry: Default::default(),
-        sources: Default::default(),
-        egress,
+        service: egress,
     }
 }
 
 pub fn http() -> reqwest::Client {
-    hookbus_bus::install_crypto_provider();
+    hookbus_service::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -55,7 +54,7 @@ pub fn http() -> reqwest::Client {
 pub struct Egress {
     pub base: String,
     pub shutdown: CancellationToken,
-    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub handle: tokio::task::JoinHandle<Result<(), hookbus_service::ServiceError>>,
     pub client: reqwest::Client,
 }
 

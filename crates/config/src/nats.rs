@@ -1,3 +1,5 @@
+//! The `[nats]` section: how every process reaches the broker, and the `EVENTS` stream's settings.
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,7 +25,7 @@ pub struct NatsConfig {
     /// Require TLS even when the URL says `nats://`.
     pub require_tls: bool,
     /// How long start-up waits for the first connection.
-    #[serde(with = "hookbus_config::duration")]
+    #[serde(with = "crate::duration")]
     pub connect_timeout: Duration,
     /// The `EVENTS` stream.
     pub events: StreamSettings,
@@ -51,10 +53,10 @@ impl Default for NatsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StreamSettings {
     /// Window of `Nats-Msg-Id` deduplication on the server.
-    #[serde(with = "hookbus_config::duration")]
+    #[serde(with = "crate::duration")]
     pub duplicate_window: Duration,
     /// How long events are kept.
-    #[serde(with = "hookbus_config::duration")]
+    #[serde(with = "crate::duration")]
     pub max_age: Duration,
     /// 1 on a single node, 3 in a cluster.
     pub replicas: usize,

@@ -1,0 +1,136 @@
+//! A consumer service's wiring ([`ConsumerApp`]), and the whole process of a consumer written in a
+//! few lines ([`run_consumer_from_env`]).
+
+use std::future::Future;
+
+use hookbus_bus::{
+    ConsumerError, ConsumerMetrics, ConsumerSpec, Delivery, NatsConfig, Outcome, StartPosition,
+    run_batch_consumer, run_consumer,
+};
+use hookbus_config::{ConfigError, Loader};
+use hookbus_store::Store;
+use prometheus_client::registry::Registry;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::start::{install_crypto_provider, stop_on_signal};
+
+/// What a consumer service's section says about its consumer.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// The section, for the keys errors name (`inventory`).
+    pub section: &'static str,
+    /// The durable consumer's name.
+    pub name: String,
+    pub subjects: Vec<String>,
+    /// Where it starts when it is created for the first time.
+    pub start: StartPosition,
+    /// Batches handled at once.
+    pub concurrency: usize,
+    /// The most events in one batch.
+    pub batch_size: usize,
+    /// Wait for the broker to confirm each ack.
+    pub confirm_acks: bool,
+}
+
+impl ConsumerSettings {
+    /// Checks the concurrency and the batch size; the error names the key
+    /// (`inventory.batch_size`).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let key = |name: &str| format!("{}.{name}", self.section);
+        if self.concurrency == 0 {
+            return Err(ConfigError::invalid(
+                key("concurrency"),
+                "must be more than 0",
+            ));
+        }
+        hookbus_bus::consumer::check_batch_size(&key("batch_size"), self.batch_size)
+    }
+}
+
+/// A consumer service's consumer: its spec from the settings, on the `EVENTS` stream `[nats]`
+/// names, with the runtime's metrics in the service's registry, resuming from the store's ledger
+/// and saving its checkpoints there.
+pub struct ConsumerApp {
+    /// The spec, for what a service sets beyond the common settings (`ack_wait`).
+    pub spec: ConsumerSpec,
+}
+
+impl ConsumerApp {
+    pub fn new(
+        settings: &ConsumerSettings,
+        nats: &NatsConfig,
+        store: &Store,
+        registry: &mut Registry,
+    ) -> Self {
+        let subjects: Vec<&str> = settings.subjects.iter().map(String::as_str).collect();
+        let mut spec = ConsumerSpec::new(settings.name.clone(), &subjects)
+            .start(settings.start)
+            .concurrency(settings.concurrency)
+            .batch_size(settings.batch_size)
+            .confirm_acks(settings.confirm_acks)
+            .metrics(&ConsumerMetrics::register(registry));
+        spec.stream = nats.events.clone();
+        hookbus_store::track(&mut spec, store.pool());
+        Self { spec }
+    }
+
+    /// The deliveries of an event before it is dead-lettered: a handler's last attempt.
+    pub fn max_deliveries(&self) -> u64 {
+        self.spec.max_deliveries as u64
+    }
+
+    /// Runs the consumer with the batch handler `handle` until `shutdown`.
+    pub fn spawn<H, Fut>(
+        self,
+        client: async_nats::Client,
+        handle: H,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<Result<(), ConsumerError>>
+    where
+        H: Fn(Vec<Delivery>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Outcome>> + Send + 'static,
+    {
+        tokio::spawn(run_batch_consumer(client, self.spec, handle, shutdown))
+    }
+}
+
+/// The whole process of a consumer: `[nats]` from the configuration file (`HOOKBUS_CONFIG`) and
+/// the environment (`NATS_URL`), a connection, and [`run_consumer`] until SIGINT or SIGTERM.
+pub async fn run_consumer_from_env<H, Fut>(
+    spec: ConsumerSpec,
+    handler: H,
+) -> Result<(), ConsumerError>
+where
+    H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    let (client, shutdown) = connect_from_env(&spec).await?;
+    run_consumer(client, spec, handler, shutdown).await
+}
+
+/// [`run_consumer_from_env`] with a batch handler ([`run_batch_consumer`]).
+pub async fn run_batch_consumer_from_env<H, Fut>(
+    spec: ConsumerSpec,
+    handler: H,
+) -> Result<(), ConsumerError>
+where
+    H: Fn(Vec<Delivery>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Vec<Outcome>> + Send + 'static,
+{
+    let (client, shutdown) = connect_from_env(&spec).await?;
+    run_batch_consumer(client, spec, handler, shutdown).await
+}
+
+/// A connection from `[nats]` and the environment, and a token cancelled by SIGINT or SIGTERM.
+async fn connect_from_env(
+    spec: &ConsumerSpec,
+) -> Result<(async_nats::Client, CancellationToken), ConsumerError> {
+    install_crypto_provider();
+    let path = Loader::path_from_env(None);
+    let nats: NatsConfig = Loader::new(path.as_deref())?.section("nats")?;
+    let client = hookbus_bus::connect(&nats, &spec.name).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    Ok((client, shutdown))
+}
