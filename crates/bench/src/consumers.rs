@@ -15,9 +15,9 @@ use anyhow::Context;
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use hookbus_bus::{Built, EventBuilder, EventType, SourceName};
 use hookbus_bus::{ConsumerSpec, NatsConfig, Outcome, StartPosition};
 use hookbus_proto::commerce::v1::{LineItem, Money, OrderCreated};
-use hookbus_proto::v1::Event;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -276,6 +276,8 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
 async fn preload(js: &jetstream::Context, args: &Args) -> anyhow::Result<(u64, u64)> {
     let mut in_flight = FuturesUnordered::new();
     let (mut first, mut last) = (u64::MAX, 0);
+    let source = SourceName::parse("bench")?;
+    let event_type = EventType::parse("order.created")?;
     for n in 0..args.events {
         let order = OrderCreated {
             order_id: format!("bench-{n}"),
@@ -294,15 +296,9 @@ async fn preload(js: &jetstream::Context, args: &Args) -> anyhow::Result<(u64, u
             customer_email: format!("customer-{n}@example.com"),
             created_at: None,
         };
-        let event = Event {
-            id: uuid::Uuid::now_v7().to_string(),
-            source: "bench".into(),
-            r#type: "order.created".into(),
-            provider: "hookbus".into(),
-            content_type: hookbus_proto::content_type_for::<OrderCreated>(),
-            payload: order.encode_to_vec().into(),
-            ..Event::default()
-        };
+        let Built { event, .. } = EventBuilder::new(&source, &event_type, order.encode_to_vec())
+            .content_type(hookbus_proto::content_type_for::<OrderCreated>())
+            .build();
         let headers = hookbus_bus::event_headers(
             &event,
             &hookbus_telemetry::outgoing_context(&Default::default()),

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use hookbus_bus::{Built, EventBuilder, EventType, SourceName};
 use hookbus_bus::{NatsConfig, Publisher, StartPosition};
-use hookbus_proto::v1::Event;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -134,23 +134,17 @@ async fn through_egress(
     deliveries: u64,
 ) -> anyhow::Result<f64> {
     let target = sink.count.load(Ordering::Relaxed) + deliveries;
+    let source = &SourceName::parse("bench")?;
+    let event_type = &EventType::parse(event_type)?;
     let started = Instant::now();
     let published: Vec<anyhow::Result<()>> = futures_util::stream::iter(0..n)
         .map(|i| async move {
-            let id = uuid::Uuid::now_v7().to_string();
-            let event = Event {
-                id: id.clone(),
-                source: "bench".into(),
-                r#type: event_type.to_owned(),
-                content_type: "application/json".into(),
-                payload: body(i).into(),
-                ..Default::default()
-            };
+            let Built { subject, event } = EventBuilder::new(source, event_type, body(i)).build();
             publisher
                 .publish_event(
-                    format!("events.bench.{event_type}"),
+                    subject,
                     &event,
-                    &id,
+                    &event.id,
                     tokio::time::Instant::now() + Duration::from_secs(10),
                     &Default::default(),
                 )

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_nats::jetstream::{self, message::PublishMessage};
@@ -13,7 +13,7 @@ use base64::Engine;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use hookbus_proto::v1::Event;
+use hookbus_bus::{Built, EventBuilder, EventType, SourceName};
 use hookbus_signature::{Outgoing, Scheme, sign_as_provider};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -104,12 +104,7 @@ fn body(arg: SchemeArg, id: &str, size: usize) -> Vec<u8> {
     body
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64
-}
+use hookbus_bus::unix_seconds as unix_now;
 
 /// Signed requests, each with a delivery id unique to this run.
 pub(super) fn requests(arg: SchemeArg, body_size: usize, run: u64) -> Arc<MakeRequest> {
@@ -381,19 +376,19 @@ async fn raw_publish(
             Err(_) => stats.errors += 1,
         }
     };
+    let source = SourceName::parse(SOURCE)?;
+    let event_type = EventType::parse("orders.create")?;
     while Instant::now() < deadline {
         let delivery_id = format!("r{run}-{n}");
         n += 1;
-        let event = Event {
-            id: uuid::Uuid::now_v7().to_string(),
-            source: SOURCE.into(),
-            r#type: "orders.create".into(),
-            provider: verifier_name(args.scheme).into(),
-            delivery_id: delivery_id.clone(),
-            content_type: "application/json".into(),
-            payload: body(args.scheme, &delivery_id, args.body_size).into(),
-            ..Event::default()
-        };
+        let Built { subject, event } = EventBuilder::new(
+            &source,
+            &event_type,
+            body(args.scheme, &delivery_id, args.body_size),
+        )
+        .provider(verifier_name(args.scheme))
+        .delivery_id(delivery_id.clone())
+        .build();
         let message = PublishMessage::build()
             .payload(event.encode_to_vec().into())
             .headers(hookbus_bus::event_headers(
@@ -402,9 +397,7 @@ async fn raw_publish(
             ))
             .message_id(format!("{SOURCE}:{delivery_id}"));
         let sent = Instant::now();
-        let ack = js
-            .send_publish("events.bench.orders.create", message)
-            .await?;
+        let ack = js.send_publish(subject, message).await?;
         in_flight.push(async move { (sent, ack.await) });
         while in_flight.len() >= depth {
             if let Some(result) = in_flight.next().await {

@@ -27,7 +27,9 @@ pub use consumer::{
 pub use error::NatsError;
 pub use hookbus_config::{NatsConfig, StreamSettings};
 pub use metrics::{ConsumerLabels, ConsumerMetrics};
-pub use names::{Built, EventBuilder, EventId, EventType, NameError, SourceName, unix_now};
+pub use names::{
+    Built, EventBuilder, EventId, EventType, NameError, SourceName, unix_now, unix_seconds,
+};
 pub use publish::{PublishError, Published, Publisher, event_headers};
 pub use streams::{EVENTS_STREAM, ProvisionError, ensure_events_stream, events_stream_config};
 

@@ -160,11 +160,16 @@ impl EventId {
     }
 }
 
-/// Unix time now, as (seconds, nanoseconds).
+/// Unix time now, as time since the epoch.
 pub fn unix_now() -> std::time::Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
+}
+
+/// Unix time now, in whole seconds.
+pub fn unix_seconds() -> i64 {
+    unix_now().as_secs() as i64
 }
 
 /// An envelope and the subject it is published on.

@@ -15,12 +15,14 @@
 
 mod money;
 mod shopify;
+mod sku;
 
 use hookbus_proto::commerce::v1::{OrderCancelled, OrderCreated};
 use hookbus_proto::v1::Event;
 use prost::Message;
 
 pub use money::{AmountError, exponent, format_minor, parse_decimal};
+pub use sku::{BlankSku, Sku};
 
 /// Subjects that carry every event this crate understands: the default filter of the services.
 pub const FILTER_SUBJECTS: &[&str] = &[

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use crate::PayloadError;
 use crate::money::parse_decimal;
+use crate::sku::Sku;
 
 /// Shopify sends ids as JSON numbers (and as strings in some API versions).
 #[derive(Deserialize)]
@@ -84,8 +85,9 @@ pub(crate) fn order_created(payload: &[u8]) -> Result<OrderCreated, PayloadError
     for (i, item) in order.line_items.into_iter().enumerate() {
         let sku = item
             .sku
-            .filter(|s| !s.trim().is_empty())
-            .ok_or(PayloadError::MissingSku(i))?;
+            .and_then(|s| Sku::parse(&s).ok())
+            .ok_or(PayloadError::MissingSku(i))?
+            .into_string();
         if item.quantity <= 0 {
             return Err(PayloadError::Quantity(i));
         }

@@ -4,7 +4,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream::RawMessageErrorKind};
@@ -26,12 +25,7 @@ use crate::schedule::RetrySchedule;
 use crate::store::{self, StoreError, Stores};
 use crate::{AddressPolicy, crypto::SecretBox};
 
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64
-}
+pub use hookbus_bus::unix_seconds as unix_now;
 
 pub fn timestamp(seconds: i64) -> hookbus_proto::Timestamp {
     hookbus_proto::Timestamp { seconds, nanos: 0 }

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
+use hookbus_bus::{Built, EventBuilder, EventId, EventType};
 use hookbus_proto::egress::v1::EndpointDisabled;
-use hookbus_proto::v1::Event;
 use prost::Message;
 use tokio::time::Instant;
 
-use crate::engine::{Engine, timestamp, unix_now};
+use crate::engine::Engine;
 use crate::records;
 
 impl Engine {
@@ -21,23 +21,19 @@ impl Engine {
         content_type: &str,
         key: &str,
     ) {
-        let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, key.as_bytes()).to_string();
-        let event = Event {
-            id: id.clone(),
-            source: "hookbus".into(),
-            r#type: event_type.to_owned(),
-            provider: "hookbus".into(),
-            received_at: Some(timestamp(unix_now())),
-            delivery_id: id.clone(),
-            content_type: content_type.to_owned(),
-            payload: payload.into(),
-            ..Event::default()
-        };
+        let id = EventId::derived(&uuid::Uuid::NAMESPACE_OID, key.as_bytes());
+        let event_type = EventType::parse(event_type).expect("the egress's notice types are valid");
+        let Built { subject, event } = EventBuilder::notice(&event_type, payload)
+            .id(&id)
+            .delivery_id(id.as_str())
+            .content_type(content_type)
+            .build();
+        let id = id.into_string();
         let deadline = Instant::now() + Duration::from_secs(10);
         if let Err(e) = self
             .publisher
             .publish_event(
-                format!("events.{event_type}"),
+                subject,
                 &event,
                 &id,
                 deadline,
@@ -45,7 +41,7 @@ impl Engine {
             )
             .await
         {
-            tracing::error!(event_type, error = %e, "notice not published");
+            tracing::error!(event_type = %event_type, error = %e, "notice not published");
         }
     }
 

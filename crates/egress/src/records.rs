@@ -26,14 +26,38 @@ pub enum RecordError {
     Broker(String),
 }
 
-/// What an endpoint id may look like: `ep_` and a UUID when made here, but any 1 to 128 letters,
-/// digits, `-` or `_` (a subject token).
+/// An endpoint's id: `ep_` and a UUID when made here, but any 1 to 128 letters, digits, `-` or
+/// `_` (a subject token), as an event id is. `parse` is the only way in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointId(String);
+
+impl EndpointId {
+    pub fn parse(text: &str) -> Result<Self, hookbus_bus::NameError> {
+        hookbus_bus::EventId::parse(text)
+            .map(|_| Self(text.to_owned()))
+            .map_err(|e| hookbus_bus::NameError {
+                kind: "endpoint id",
+                ..e
+            })
+    }
+
+    /// A new id: `ep_` and a UUIDv7 without dashes.
+    pub fn random() -> Self {
+        Self(format!("ep_{}", uuid::Uuid::now_v7().simple()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// Whether `id` can be an endpoint's or an event's id.
 pub fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    EndpointId::parse(id).is_ok()
 }
 
 /// The record and its revision.

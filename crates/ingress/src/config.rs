@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hookbus_bus::SourceName;
 use hookbus_config::{ByteSize, ConfigError, Loader, Section, ServiceConfig, duration};
 use hookbus_signature::{
     Algorithm, Encoding, Extract, HmacScheme, PayloadTemplate, Scheme, Verifier,
@@ -153,7 +154,7 @@ mod optional_duration {
 /// A configured source, ready to verify.
 #[derive(Debug, Clone)]
 pub struct Source {
-    pub name: String,
+    pub name: SourceName,
     pub verifier: Verifier,
     pub rate_limit: Option<u32>,
 }
@@ -189,7 +190,7 @@ impl IngressConfig {
 impl SourceConfig {
     fn build(&self, name: &str, default_tolerance: Duration) -> Result<Source, ConfigError> {
         let key = |k: &str| format!("ingress.sources.{name}.{k}");
-        hookbus_bus::subject::check_source_name(name)
+        let source_name = SourceName::parse(name)
             .map_err(|e| ConfigError::invalid(format!("ingress.sources.{name}"), e))?;
 
         let extract = Extract {
@@ -324,7 +325,7 @@ impl SourceConfig {
         let verifier = Verifier::new(scheme, &secrets, tolerance)
             .map_err(|e| ConfigError::invalid(key("secrets"), e))?;
         Ok(Source {
-            name: name.to_owned(),
+            name: source_name,
             verifier,
             rate_limit: self.rate_limit,
         })

@@ -78,7 +78,7 @@ pub async fn run(
                         .collect(),
                     source,
                 };
-                (state.source.name.clone(), state)
+                (state.source.name.as_str().to_owned(), state)
             })
             .collect::<HashMap<_, _>>(),
         publisher,

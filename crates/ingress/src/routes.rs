@@ -2,17 +2,17 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hookbus_bus::subject::{event_subject, normalize_type};
-use hookbus_bus::{EVENTS_STREAM, PublishError, Publisher};
-use hookbus_proto::Timestamp;
-use hookbus_proto::v1::Event;
+use hookbus_bus::{
+    Built, EVENTS_STREAM, EventBuilder, EventId, EventType, PublishError, Publisher, SourceName,
+    unix_now,
+};
 use hookbus_signature::Verified;
 use hookbus_telemetry::TraceContext;
 use tokio::time::Instant;
@@ -61,23 +61,18 @@ pub struct AppState {
 
 pub type SharedState = Arc<AppState>;
 
-fn unix_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
-/// The event id and the `Nats-Msg-Id` for a delivery.
-pub fn event_ids(source: &str, delivery_id: Option<&str>) -> (String, String) {
+/// The event id and the `Nats-Msg-Id` for a delivery: the UUIDv5 of `<source>:<delivery id>`
+/// when the provider sends a delivery id (so a redelivery is the same event), else a UUIDv7.
+pub fn event_ids(source: &SourceName, delivery_id: Option<&str>) -> (EventId, String) {
     match delivery_id {
         Some(id) => {
             let key = format!("{source}:{id}");
-            let event_id = uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, key.as_bytes()).to_string();
-            (event_id, key)
+            (EventId::derived(&EVENT_ID_NAMESPACE, key.as_bytes()), key)
         }
         None => {
-            let event_id = uuid::Uuid::now_v7().to_string();
-            (event_id.clone(), event_id)
+            let event_id = EventId::random();
+            let key = event_id.as_str().to_owned();
+            (event_id, key)
         }
     }
 }
@@ -224,12 +219,11 @@ async fn accept(
     if let Some(challenge) = verified.challenge {
         return Ok(Accepted::Challenge(challenge));
     }
-    let (event, msg_id) = envelope(source, headers, body, verified, now);
+    let (Built { subject, event }, msg_id) = envelope(source, headers, body, verified, now);
     let span = tracing::Span::current();
     span.record("event.id", event.id.as_str());
     span.record("event.type", event.r#type.as_str());
 
-    let subject = event_subject(&source.source.name, &event.r#type);
     // The publish deadline covers the wait for an in-flight slot, every attempt and the pauses.
     let publish_started = Instant::now();
     let deadline = publish_started + state.publish_timeout;
@@ -259,10 +253,10 @@ fn envelope(
     body: bytes::Bytes,
     verified: Verified,
     now: Duration,
-) -> (Event, String) {
+) -> (Built, String) {
     let name = &source.source.name;
     let (id, msg_id) = event_ids(name, verified.delivery_id.as_deref());
-    let event_type = normalize_type(verified.event_type.as_deref().unwrap_or_default());
+    let event_type = EventType::normalize(verified.event_type.as_deref().unwrap_or_default());
     let mut kept = HashMap::new();
     let mut kept_bytes = 0;
     for (key, value) in headers {
@@ -277,29 +271,20 @@ fn envelope(
         }
         kept.insert(key.to_owned(), value);
     }
-    let event = Event {
-        id,
-        source: name.clone(),
-        r#type: event_type,
-        provider: source.source.verifier.scheme().name().to_owned(),
-        received_at: Some(Timestamp {
-            seconds: now.as_secs() as i64,
-            nanos: now.subsec_nanos() as i32,
-        }),
-        occurred_at: verified
-            .occurred_at
-            .map(|seconds| Timestamp { seconds, nanos: 0 }),
-        delivery_id: verified.delivery_id.unwrap_or_default(),
-        tenant: None,
-        content_type: headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/octet-stream")
-            .to_owned(),
-        payload: body,
-        headers: kept,
-    };
-    (event, msg_id)
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream");
+    let built = EventBuilder::new(name, &event_type, body)
+        .id(&id)
+        .provider(source.source.verifier.scheme().name())
+        .received_at(now)
+        .occurred_at(verified.occurred_at)
+        .delivery_id(verified.delivery_id.unwrap_or_default())
+        .content_type(content_type)
+        .headers(kept)
+        .build();
+    (built, msg_id)
 }
 
 /// Ready when the broker is connected and the `EVENTS` stream is there.

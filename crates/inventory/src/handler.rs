@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hookbus_bus::{Delivery, Outcome};
+use hookbus_commerce::Sku;
 use hookbus_proto::inventory::v1::{StockAdjusted, stock_adjusted::Mode};
 use prometheus_client::metrics::counter::Counter;
 use prost::Message;
@@ -38,15 +39,13 @@ fn effect_of(delivery: &Delivery) -> Result<Option<Effect>, EffectError> {
             None => serde_json::from_slice(&event.payload).map_err(|e| e.to_string()),
         }
         .map_err(EffectError::StockAdjusted)?;
-        if adjusted.sku.trim().is_empty() {
-            return Err(EffectError::EmptySku);
-        }
+        let sku = Sku::parse(&adjusted.sku).map_err(|_| EffectError::EmptySku)?;
         let op = match adjusted.mode() {
             Mode::Set => Op::Set(adjusted.quantity),
             _ => Op::Add(adjusted.quantity),
         };
         return Ok(Some(Effect::Adjust {
-            sku: adjusted.sku,
+            sku: sku.into_string(),
             op,
         }));
     }

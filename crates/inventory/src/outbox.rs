@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::future::join_all;
-use hookbus_bus::Publisher;
+use hookbus_bus::{Built, EventBuilder, EventType, Publisher, SourceName};
 use hookbus_proto::v1::Event;
 use hookbus_store::batch::{Params, ROWS_PER_STATEMENT, Value, Writes};
 use hookbus_store::sqlx::{self, Row};
@@ -154,33 +154,22 @@ pub(crate) struct OutboxRow {
 impl OutboxRow {
     /// The row of `message`, an event of type `event_type` that `cause` caused.
     pub(crate) fn new<M: hookbus_proto::Named>(
-        event_type: &str,
+        event_type: &'static str,
         message: &M,
         cause: &Cause,
     ) -> Self {
-        let id = uuid::Uuid::now_v7().to_string();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let event = Event {
-            id: id.clone(),
-            source: "inventory".into(),
-            r#type: event_type.into(),
-            provider: "hookbus".into(),
-            received_at: Some(hookbus_proto::Timestamp {
-                seconds: now.as_secs() as i64,
-                nanos: now.subsec_nanos() as i32,
-            }),
-            content_type: hookbus_proto::content_type_for::<M>(),
-            payload: message.encode_to_vec().into(),
-            ..Event::default()
-        };
+        let source = SourceName::parse("inventory").expect("a source name");
+        let event_type = EventType::parse(event_type).expect("the inventory's types are valid");
+        let Built { subject, event } =
+            EventBuilder::new(&source, &event_type, message.encode_to_vec())
+                .content_type(hookbus_proto::content_type_for::<M>())
+                .build();
         Self {
-            id,
-            subject: format!("events.inventory.{event_type}"),
+            id: event.id.clone(),
+            subject,
+            created_at: event.received_at.map_or(0, |at| at.seconds),
             event: STANDARD.encode(event.encode_to_vec()),
             traceparent: cause.traceparent.clone(),
-            created_at: now.as_secs() as i64,
         }
     }
 }

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use hookbus_commerce::Sku;
 use hookbus_service::HttpError;
 use hookbus_store::StoreError;
 use secrecy::{ExposeSecret, SecretString};
@@ -119,7 +120,7 @@ pub async fn put_stock(
             "a valid bearer token is required",
         );
     }
-    if sku.trim().is_empty() || sku.len() > 200 {
+    if Sku::parse(&sku).is_err() || sku.len() > 200 {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_field",

@@ -2,7 +2,6 @@
 //! [`crate::batch`].
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hookbus_store::sqlx::{self, Row};
 use hookbus_store::{Migrations, Store, StoreError};
@@ -16,12 +15,7 @@ pub fn migrations() -> Migrations {
     )])
 }
 
-pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64
-}
+pub(crate) use hookbus_bus::unix_seconds as unix_now;
 
 /// One SKU's stock.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

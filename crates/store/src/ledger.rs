@@ -2,16 +2,11 @@
 //! effect. A redelivery, or a republish with another message id but the same event id, finds the
 //! claim and does nothing; a rolled-back effect leaves no claim behind.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::{Any, AnyPool, Transaction};
 
-pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64
-}
+pub(crate) use hookbus_bus::unix_seconds as unix_now;
 
 /// Claims `event_id` for `consumer` in `tx`. `true`: first time, apply the effect in the same
 /// transaction and commit; `false`: already processed, apply nothing.

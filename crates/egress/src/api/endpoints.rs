@@ -196,7 +196,7 @@ pub async fn create_in(
         Some(text) => SigningSecret::parse(text).map_err(|e| ApiError::invalid("secret", e))?,
         None => SigningSecret::from_key(engine.secrets.random_key()),
     };
-    let id = format!("ep_{}", uuid::Uuid::now_v7().simple());
+    let id = crate::records::EndpointId::random().into_string();
     let now = timestamp(unix_now());
     let record = Endpoint {
         id: id.clone(),

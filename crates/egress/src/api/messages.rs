@@ -10,7 +10,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use hookbus_proto::v1::Event;
+use hookbus_bus::{Built, EventBuilder, EventId, EventType, SourceName};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -22,7 +22,7 @@ use crate::access::Scope;
 use crate::attempt_log::{self, Start};
 use crate::deliver::body_of;
 use crate::dispatch::{Queue, TEST_EVENT_TYPE};
-use crate::engine::{Engine, EventError, timestamp, unix_now};
+use crate::engine::{Engine, EventError};
 use crate::records::valid_id;
 
 /// A message for the subscribers: becomes an event from source `api`.
@@ -78,30 +78,21 @@ pub async fn create_in(engine: &Engine, input: MessageIn) -> ApiResult<MessageOu
     if let Some(tenant) = &input.tenant {
         check_tenant(tenant)?;
     }
+    let event_type =
+        EventType::parse(event_type).map_err(|e| ApiError::invalid("event_type", e))?;
     let id = match input.id {
-        Some(id) if valid_id(&id) => id,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "id",
-                "must be 1 to 128 letters, digits, - or _",
-            ));
-        }
-        None => uuid::Uuid::now_v7().to_string(),
+        Some(id) => EventId::parse(&id)
+            .map_err(|_| ApiError::invalid("id", "must be 1 to 128 letters, digits, - or _"))?,
+        None => EventId::random(),
     };
     let payload = input.payload.get().as_bytes().to_vec();
-    let event = Event {
-        id: id.clone(),
-        source: "api".into(),
-        r#type: event_type.to_owned(),
-        provider: "hookbus".into(),
-        received_at: Some(timestamp(unix_now())),
-        delivery_id: id.clone(),
-        tenant: input.tenant,
-        content_type: "application/json".into(),
-        payload: payload.into(),
-        ..Event::default()
-    };
-    let subject = hookbus_bus::subject::event_subject("api", event_type);
+    let source = SourceName::parse("api").expect("a source name");
+    let Built { subject, event } = EventBuilder::new(&source, &event_type, payload)
+        .id(&id)
+        .delivery_id(id.as_str())
+        .tenant(input.tenant)
+        .build();
+    let id = id.into_string();
     let published = engine
         .publisher
         .publish_event(
@@ -210,29 +201,25 @@ pub async fn test(
 /// the dispatcher passes test events by, so no other endpoint gets it.
 pub async fn test_in(engine: &Engine, scope: &Scope, endpoint: &str) -> ApiResult<TestOut> {
     let (record, _) = load(engine, scope, endpoint).await?;
-    let id = uuid::Uuid::now_v7().to_string();
-    let now = unix_now();
+    let now = hookbus_bus::unix_now();
     let payload = serde_json::json!({
         "type": TEST_EVENT_TYPE,
         "endpoint_id": endpoint,
-        "sent_at": rfc3339(now),
+        "sent_at": rfc3339(now.as_secs() as i64),
     });
-    let event = Event {
-        id: id.clone(),
-        source: "hookbus".into(),
-        r#type: TEST_EVENT_TYPE.into(),
-        provider: "hookbus".into(),
-        received_at: Some(timestamp(now)),
-        delivery_id: id.clone(),
-        tenant: record.tenant,
-        content_type: "application/json".into(),
-        payload: payload.to_string().into_bytes().into(),
-        ..Event::default()
-    };
+    let test_type = EventType::parse(TEST_EVENT_TYPE).expect("a notice type");
+    let id = EventId::random();
+    let Built { subject, event } = EventBuilder::notice(&test_type, payload.to_string())
+        .id(&id)
+        .delivery_id(id.as_str())
+        .received_at(now)
+        .tenant(record.tenant)
+        .build();
+    let id = id.into_string();
     let published = engine
         .publisher
         .publish_event(
-            format!("events.{TEST_EVENT_TYPE}"),
+            subject,
             &event,
             &format!("test:{id}"),
             tokio::time::Instant::now() + Duration::from_millis(2500),
