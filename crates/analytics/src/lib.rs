@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hookbus_bus::{Delivery, Outcome};
-use hookbus_service::{ConsumerApp, HttpError, ServiceError};
+use hookbus_service::{BatchHandler, ConsumerApp, HttpError, ServiceError};
 use hookbus_store::Store;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
@@ -27,11 +27,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{AnalyticsConfig, Config};
-
-struct AppState {
-    store: Store,
-    client: async_nats::Client,
-}
 
 /// The consumer's handler: a batch counted in one transaction.
 struct Handler {
@@ -42,7 +37,7 @@ struct Handler {
     max_deliveries: u64,
 }
 
-impl Handler {
+impl BatchHandler for Handler {
     async fn handle(&self, batch: Vec<Delivery>) -> Vec<Outcome> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -124,24 +119,13 @@ pub async fn run(
         repeated,
         max_deliveries: app.max_deliveries(),
     });
-    let consumer = app.spawn(
-        client.clone(),
-        move |batch| {
-            let handler = handler.clone();
-            async move { handler.handle(batch).await }
-        },
-        shutdown.clone(),
-    );
+    let consumer = app.spawn_handler(client.clone(), handler, shutdown.clone());
 
-    let state = Arc::new(AppState {
-        store,
-        client: client.clone(),
-    });
     let app = Router::new()
         .route("/v1/stats/events", get(stats_events))
         .route("/v1/stats/revenue", get(stats_revenue))
-        .route("/readyz", get(readyz))
-        .with_state(state);
+        .with_state(store.clone())
+        .merge(hookbus_service::readyz_of(store, client.clone()));
     hookbus_service::serve(
         "analytics",
         listener,
@@ -201,7 +185,7 @@ fn range(query: &Range) -> Result<(i64, i64), QueryError> {
     Ok((from, to))
 }
 
-async fn stats_events(State(state): State<Arc<AppState>>, Query(query): Query<Range>) -> Response {
+async fn stats_events(State(store): State<Store>, Query(query): Query<Range>) -> Response {
     let (from, to) = match range(&query) {
         Ok(range) => range,
         Err(e) => return bad_request(e.to_string()),
@@ -211,28 +195,21 @@ async fn stats_events(State(state): State<Arc<AppState>>, Query(query): Query<Ra
         "hour" => 3600,
         other => return bad_request(format!("bucket: {other:?} is not minute or hour")),
     };
-    match store::event_counts(&state.store, from, to, bucket).await {
+    match store::event_counts(&store, from, to, bucket).await {
         Ok(items) => Json(serde_json::json!({ "items": items })).into_response(),
         Err(e) => internal(e),
     }
 }
 
-async fn stats_revenue(State(state): State<Arc<AppState>>, Query(query): Query<Range>) -> Response {
+async fn stats_revenue(State(store): State<Store>, Query(query): Query<Range>) -> Response {
     let (from, to) = match range(&query) {
         Ok(range) => range,
         Err(e) => return bad_request(e.to_string()),
     };
-    match store::revenue(&state.store, from, to).await {
+    match store::revenue(&store, from, to).await {
         Ok(items) => Json(serde_json::json!({ "items": items })).into_response(),
         Err(e) => internal(e),
     }
-}
-
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    hookbus_service::readiness(&[
-        ("database", state.store.is_reachable().await),
-        ("broker_connected", hookbus_bus::is_connected(&state.client)),
-    ])
 }
 
 /// The whole process, configured by `config_path` (or `HOOKBUS_CONFIG`) and the environment.

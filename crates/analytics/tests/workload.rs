@@ -134,14 +134,8 @@ async fn start(
 }
 
 async fn served(http: &reqwest::Client, base: &str) -> (Counts, Revenue, i64) {
-    let events: serde_json::Value = http
-        .get(format!("{base}/v1/stats/events?bucket=minute"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events: serde_json::Value =
+        hookbus_testkit::get_json(http, &format!("{base}/v1/stats/events?bucket=minute")).await;
     let mut counts = Counts::new();
     let mut total = 0;
     for item in events["items"].as_array().unwrap() {
@@ -156,14 +150,8 @@ async fn served(http: &reqwest::Client, base: &str) -> (Counts, Revenue, i64) {
             count,
         );
     }
-    let revenue_json: serde_json::Value = http
-        .get(format!("{base}/v1/stats/revenue"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let revenue_json: serde_json::Value =
+        hookbus_testkit::get_json(http, &format!("{base}/v1/stats/revenue")).await;
     let mut revenue = Revenue::new();
     for item in revenue_json["items"].as_array().unwrap() {
         revenue.insert(
@@ -263,17 +251,14 @@ async fn run_workload(database_url: &str) {
     assert_eq!(revenue, want_revenue);
 
     // Hourly buckets are the sums of the minutes.
-    let hours: serde_json::Value = http
-        .get(format!(
+    let hours: serde_json::Value = hookbus_testkit::get_json(
+        &http,
+        &format!(
             "{base}/v1/stats/events?bucket=hour&from={BASE}&to={}",
             BASE + 3600
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     let first_hour: i64 = hours["items"]
         .as_array()
         .unwrap()

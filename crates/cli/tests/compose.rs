@@ -10,6 +10,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
+use common::SERVICES;
 use hookbus_config::Loader;
 use serde::Deserialize;
 
@@ -67,15 +68,6 @@ fn load(section: &str, env: &BTreeMap<String, String>) -> Result<(), String> {
     loaded.map_err(|e| e.to_string())
 }
 
-/// The services, one container or Deployment each.
-const SERVICES: [&str; 5] = [
-    "analytics",
-    "egress",
-    "ingress",
-    "inventory",
-    "notifications",
-];
-
 /// What a container (compose) or a Deployment (Kubernetes) of a hookbus service must hold: its
 /// command is a binary the workspace builds, every variable it sets (`keys`) is one the service
 /// reads, the service's configuration loads from `env`, and every probe (path, port) asks a
@@ -121,7 +113,11 @@ fn every_hookbus_container_runs_a_workspace_binary_configured_by_keys_it_accepts
     let binaries = workspace_binaries();
     let hookbus: Vec<_> = compose.values().filter(|s| s.built_here).collect();
     let names: BTreeSet<&str> = hookbus.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, BTreeSet::from(SERVICES), "one container per service");
+    assert_eq!(
+        names,
+        SERVICES.iter().copied().collect::<BTreeSet<_>>(),
+        "one container per service"
+    );
     for service in hookbus {
         let name = &service.name;
         let keys: Vec<&String> = service.environment.keys().collect();
@@ -283,7 +279,7 @@ fn every_kubernetes_deployment_runs_a_workspace_binary_configured_by_keys_it_acc
     let names: BTreeSet<&str> = services.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(
         names,
-        BTreeSet::from(SERVICES),
+        SERVICES.iter().copied().collect::<BTreeSet<_>>(),
         "one Deployment per service"
     );
     for deployment in &services {

@@ -48,13 +48,7 @@ async fn shopify_orders_flow_through_six_processes_configured_as_compose_configu
 
     let stack = Stack::start(
         &compose,
-        &[
-            "ingress",
-            "inventory",
-            "notifications",
-            "analytics",
-            "egress",
-        ],
+        common::SERVICES,
         &nats.url(),
         &[("HOOKBUS_NOTIFICATIONS__SMTP__URL", &smtp.url())],
         logs.path(),
@@ -69,16 +63,7 @@ async fn shopify_orders_flow_through_six_processes_configured_as_compose_configu
     );
     let http = common::http_client();
     // Inventory and notifications start at `new`: their consumers must exist before the orders.
-    common::wait_for_consumers(
-        &nats.url(),
-        &[
-            "inventory",
-            "notifications",
-            "analytics",
-            "egress-dispatcher",
-        ],
-    )
-    .await;
+    common::wait_for_consumers(&nats.url(), common::CONSUMERS).await;
 
     // Two subscribers: Shopify orders from the ingress, and the inventory's stock events.
     let (orders_url, orders_seen) = receiver().await;

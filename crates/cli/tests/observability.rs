@@ -234,14 +234,7 @@ async fn one_webhook_is_one_trace_from_the_ingress_to_the_subscribers_request() 
 type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
 
 async fn scrape(http: &reqwest::Client, base: &str) -> Samples {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = hookbus_testkit::get_text(http, &format!("{base}/metrics")).await;
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
         .unwrap_or_else(|e| panic!("{base}/metrics does not parse: {e}\n{text}"));
     let mut samples = Samples::new();
@@ -301,13 +294,7 @@ async fn every_service_serves_its_metrics_and_they_move_when_events_flow() {
     let smtp_url = smtp.url();
     let stack = Stack::start(
         &compose,
-        &[
-            "ingress",
-            "inventory",
-            "notifications",
-            "analytics",
-            "egress",
-        ],
+        common::SERVICES,
         &nats.url(),
         &[
             ("HOOKBUS_NOTIFICATIONS__SMTP__URL", &smtp_url),
@@ -333,16 +320,7 @@ async fn every_service_serves_its_metrics_and_they_move_when_events_flow() {
         logs.path(),
     )
     .await;
-    common::wait_for_consumers(
-        &nats.url(),
-        &[
-            "inventory",
-            "notifications",
-            "analytics",
-            "egress-dispatcher",
-        ],
-    )
-    .await;
+    common::wait_for_consumers(&nats.url(), common::CONSUMERS).await;
     let http = common::http_client();
     let services = [
         "ingress",

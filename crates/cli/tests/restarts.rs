@@ -19,20 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Stack, get_json, wait_for, wait_for_within};
+use common::{SERVICES, Stack, get_json, wait_for};
 use hookbus_testkit::{NatsServer, SmtpServer};
 use serde_json::Value;
 
 const SKUS: u64 = 10;
 const START_LEVEL: i64 = 100_000;
 const SENDERS: u64 = 2;
-const SERVICES: [&str; 5] = [
-    "ingress",
-    "inventory",
-    "notifications",
-    "analytics",
-    "egress",
-];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_service_restarted_by_sigterm_and_sigkill_under_load_loses_and_doubles_nothing() {
@@ -44,7 +37,7 @@ async fn each_service_restarted_by_sigterm_and_sigkill_under_load_loses_and_doub
     let smtp_url = smtp.url();
     let mut stack = Stack::start(
         &compose,
-        &SERVICES,
+        SERVICES,
         &nats.url(),
         &[("HOOKBUS_NOTIFICATIONS__SMTP__URL", &smtp_url)],
         logs.path(),
@@ -59,16 +52,7 @@ async fn each_service_restarted_by_sigterm_and_sigkill_under_load_loses_and_doub
         url("egress"),
     );
     let http = common::http_client();
-    common::wait_for_consumers(
-        &nats.url(),
-        &[
-            "inventory",
-            "notifications",
-            "analytics",
-            "egress-dispatcher",
-        ],
-    )
-    .await;
+    common::wait_for_consumers(&nats.url(), common::CONSUMERS).await;
     let inventory_api = (inventory.as_str(), credentials.inventory_token.as_str());
     common::set_stock(&http, inventory_api, SKUS, START_LEVEL).await;
     let seen = common::subscribe_to_orders(&http, (&egress, &credentials.egress_token)).await;
@@ -131,7 +115,7 @@ async fn each_service_restarted_by_sigterm_and_sigkill_under_load_loses_and_doub
     // The inventory: exactly once in effect.
     common::expect_stock(&http, &inventory, &orders, (SKUS, START_LEVEL)).await;
     // Analytics: each order counted once, with its revenue.
-    wait_for_within(
+    hookbus_testkit::wait_for(
         Duration::from_secs(90),
         "analytics to count every order",
         async || {
@@ -163,7 +147,7 @@ async fn each_service_restarted_by_sigterm_and_sigkill_under_load_loses_and_doub
         .sum();
     assert_eq!(eur, 100 * total as i64, "{revenue}");
     // Notifications: one ledger row per order; every customer mailed.
-    wait_for_within(
+    hookbus_testkit::wait_for(
         Duration::from_secs(90),
         "a confirmation per order in the ledger",
         async || {

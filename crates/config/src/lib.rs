@@ -76,13 +76,35 @@ impl Loader {
         path: Option<&Path>,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(path) => Some(
+                std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?,
+            ),
+            None => None,
+        };
+        Self::layered(text.as_deref(), path, vars)
+    }
+
+    /// The TOML `text` overlaid by the environment `vars`, as if read from a file (the fuzzer's
+    /// way in; errors name no file).
+    pub fn from_toml(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::layered(Some(text), None, vars)
+    }
+
+    fn layered(
+        text: Option<&str>,
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let mut figment = Figment::new();
-        if let Some(path) = path {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })?;
-            figment = figment.merge(Toml::string(&text));
+        if let Some(text) = text {
+            figment = figment.merge(Toml::string(text));
         }
         let vars: Vec<(String, String)> = vars.into_iter().collect();
         let lookup = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());

@@ -403,14 +403,11 @@ async fn every_console_form_needs_its_csrf_token_and_pages_send_a_strict_policy(
     // The brand: its name on the pages, its colour as a stylesheet, its logo from the egress.
     let (_, page) = acme.get(&egress, "/console/endpoints").await;
     assert!(page.contains("Acme webhooks") && page.contains("src=\"/console/assets/logo\""));
-    let brand = client
-        .get(format!("{}/console/assets/brand.css", egress.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let brand = hookbus_testkit::get_text(
+        &client,
+        &format!("{}/console/assets/brand.css", egress.base),
+    )
+    .await;
     assert!(brand.contains("--accent: #0f766e"), "{brand}");
     let served = client
         .get(format!("{}/console/assets/logo", egress.base))

@@ -7,6 +7,7 @@ use std::time::Duration;
 use hookbus_bus::{Delivery, Outcome};
 use hookbus_commerce::Sku;
 use hookbus_proto::inventory::v1::{StockAdjusted, stock_adjusted::Mode};
+use hookbus_service::BatchHandler;
 use prometheus_client::metrics::counter::Counter;
 use prost::Message;
 use tokio::sync::Notify;
@@ -74,9 +75,9 @@ pub struct Handler {
     pub max_deliveries: u64,
 }
 
-impl Handler {
+impl BatchHandler for Handler {
     /// Handles a batch: one outcome per delivery, in order.
-    pub async fn handle(&self, deliveries: Vec<Delivery>) -> Vec<Outcome> {
+    async fn handle(&self, deliveries: Vec<Delivery>) -> Vec<Outcome> {
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(deliveries.len());
         let mut items = Vec::with_capacity(deliveries.len());
         let mut positions = Vec::with_capacity(deliveries.len());

@@ -94,20 +94,12 @@ pub async fn run(
         metrics,
         max_deliveries: app.max_deliveries(),
     };
-    let consumer = app.spawn(
-        client.clone(),
-        move |batch| {
-            let handler = handler.clone();
-            async move { handler.handle(batch).await }
-        },
-        shutdown.clone(),
-    );
+    let consumer = app.spawn_handler(client.clone(), Arc::new(handler), shutdown.clone());
 
     let state = Arc::new(routes::AppState {
         inventory,
         api_token: settings.api_token.clone(),
         wake_relay,
-        client: client.clone(),
     });
     let app = Router::new()
         .route("/v1/stock", get(routes::list_stock))
@@ -115,8 +107,8 @@ pub async fn run(
             "/v1/stock/{sku}",
             get(routes::get_stock).put(routes::put_stock),
         )
-        .route("/readyz", get(routes::readyz))
-        .with_state(state);
+        .with_state(state)
+        .merge(hookbus_service::readyz_of(store, client.clone()));
     hookbus_service::serve(
         "inventory",
         listener,

@@ -22,7 +22,6 @@ pub struct AppState {
     pub inventory: Arc<Inventory>,
     pub api_token: Option<SecretString>,
     pub wake_relay: Arc<Notify>,
-    pub client: async_nats::Client,
 }
 
 fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
@@ -172,11 +171,4 @@ pub async fn put_stock(
         }
         Err(e) => internal(e),
     }
-}
-
-pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    hookbus_service::readiness(&[
-        ("database", state.inventory.store().is_reachable().await),
-        ("broker_connected", hookbus_bus::is_connected(&state.client)),
-    ])
 }

@@ -12,6 +12,7 @@ use hookbus_inventory::handler::Handler;
 use hookbus_inventory::{Config, Inventory, InventoryConfig, Thresholds};
 use hookbus_proto::commerce::v1::{LineItem, OrderCancelled, OrderCreated};
 use hookbus_proto::v1::Event;
+use hookbus_service::BatchHandler;
 use hookbus_store::Store;
 use hookbus_store::sqlx::{self, Row};
 use hookbus_store::testing::{drop_postgres_database, fresh_postgres_database};
@@ -328,14 +329,7 @@ async fn a_poison_event_fails_alone(database_url: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(level, -63);
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hookbus_testkit::get_text(&http, &format!("{base}/metrics")).await;
     let value = |name: &str| -> f64 {
         metrics
             .lines()

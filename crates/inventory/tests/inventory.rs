@@ -10,6 +10,7 @@ use hookbus_inventory::{Config, InventoryConfig};
 use hookbus_proto::commerce::v1::{LineItem, OrderCancelled, OrderCreated};
 use hookbus_proto::inventory::v1::{LowStock, OutOfStock, StockLevelChanged};
 use hookbus_proto::v1::Event;
+use hookbus_service::BatchHandler;
 use hookbus_store::testing::{drop_postgres_database, fresh_postgres_database};
 use hookbus_testkit::NatsServer;
 use prost::Message;
@@ -554,15 +555,8 @@ async fn the_stock_api_behaves_as_documented() {
             .await;
         app.put("C", serde_json::json!({"level": 9}), Some(TOKEN))
             .await;
-        let below: serde_json::Value = app
-            .http
-            .get(format!("{}/v1/stock?below=5", app.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let below: serde_json::Value =
+            hookbus_testkit::get_json(&app.http, &format!("{}/v1/stock?below=5", app.base)).await;
         let skus: Vec<_> = below["items"]
             .as_array()
             .unwrap()
@@ -586,14 +580,7 @@ async fn the_stock_api_behaves_as_documented() {
 
 /// `hookbus_inventory_events_applied_total` on the `/metrics` page at `base`.
 async fn applied(http: &reqwest::Client, base: &str) -> u64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = hookbus_testkit::get_text(http, &format!("{base}/metrics")).await;
     text.lines()
         .find_map(|line| line.strip_prefix("hookbus_inventory_events_applied_total "))
         .unwrap_or_else(|| panic!("no applied counter in {text}"))

@@ -24,7 +24,7 @@ use axum::routing::get;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use hookbus_bus::{Delivery, Outcome};
-use hookbus_service::{ConsumerApp, HttpError, ServiceError};
+use hookbus_service::{BatchHandler, ConsumerApp, HttpError, ServiceError};
 use hookbus_store::Store;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
@@ -79,7 +79,7 @@ impl Progress {
 /// Sends made at once within a batch, at most.
 const PARALLEL_SENDS: usize = 32;
 
-impl Handler {
+impl BatchHandler for Handler {
     /// Sends what a batch's events call for, in parallel, recording each send in the ledger as
     /// it completes (those that complete together in one statement); one outcome per event.
     async fn handle(&self, batch: Vec<Delivery>) -> Vec<Outcome> {
@@ -189,7 +189,9 @@ impl Handler {
         }
         self.outcomes(&batch, progress)
     }
+}
 
+impl Handler {
     async fn send<'a>(
         &'a self,
         batch: &'a [Delivery],
@@ -243,11 +245,6 @@ impl Handler {
 }
 
 use hookbus_bus::unix_seconds as unix_now;
-
-struct AppState {
-    store: Store,
-    client: async_nats::Client,
-}
 
 /// Runs notifications until `shutdown`: the consumer (starting at `new`) and a small HTTP API.
 /// Templates are compiled before anything else; a syntax error is returned naming the rule.
@@ -303,23 +300,12 @@ pub async fn run(
         max_deliveries: app.max_deliveries(),
         metrics,
     });
-    let consumer = app.spawn(
-        client.clone(),
-        move |batch| {
-            let handler = handler.clone();
-            async move { handler.handle(batch).await }
-        },
-        shutdown.clone(),
-    );
+    let consumer = app.spawn_handler(client.clone(), handler, shutdown.clone());
 
-    let state = Arc::new(AppState {
-        store,
-        client: client.clone(),
-    });
     let app = Router::new()
         .route("/v1/sent", get(list_sent))
-        .route("/readyz", get(readyz))
-        .with_state(state);
+        .with_state(store.clone())
+        .merge(hookbus_service::readyz_of(store, client.clone()));
     hookbus_service::serve(
         "notifications",
         listener,
@@ -339,7 +325,7 @@ struct SentQuery {
 }
 
 /// `GET /v1/sent?event_id=&limit=`: the ledger, newest first (at most 1000).
-async fn list_sent(State(state): State<Arc<AppState>>, Query(query): Query<SentQuery>) -> Response {
+async fn list_sent(State(store): State<Store>, Query(query): Query<SentQuery>) -> Response {
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return HttpError::new(
@@ -349,17 +335,10 @@ async fn list_sent(State(state): State<Arc<AppState>>, Query(query): Query<SentQ
         )
         .into_response();
     }
-    match store::recent(&state.store, query.event_id.as_deref(), limit).await {
+    match store::recent(&store, query.event_id.as_deref(), limit).await {
         Ok(items) => Json(serde_json::json!({ "items": items })).into_response(),
         Err(e) => HttpError::internal("ledger query failed", e).into_response(),
     }
-}
-
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    hookbus_service::readiness(&[
-        ("database", state.store.is_reachable().await),
-        ("broker_connected", hookbus_bus::is_connected(&state.client)),
-    ])
 }
 
 /// The whole process, configured by `config_path` (or `HOOKBUS_CONFIG`) and the environment.

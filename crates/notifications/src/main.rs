@@ -1,11 +1,3 @@
 //! `hookbus-notifications`: notifications as its own process.
 
-/// The same allocator as the `hookbus` binary.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = hookbus_service::ServiceArgs::from_env();
-    Ok(hookbus_notifications::service_main(args.config).await?)
-}
+hookbus_service::service_binary!(hookbus_notifications::service_main);

@@ -48,6 +48,11 @@ impl ConsumerSettings {
     }
 }
 
+/// What a consumer service does with a batch: one outcome per delivery, in order.
+pub trait BatchHandler: Send + Sync + 'static {
+    fn handle(&self, batch: Vec<Delivery>) -> impl Future<Output = Vec<Outcome>> + Send;
+}
+
 /// A consumer service's consumer: its spec from the settings, on the `EVENTS` stream `[nats]`
 /// names, with the runtime's metrics in the service's registry, resuming from the store's ledger
 /// and saving its checkpoints there.
@@ -78,6 +83,23 @@ impl ConsumerApp {
     /// The deliveries of an event before it is dead-lettered: a handler's last attempt.
     pub fn max_deliveries(&self) -> u64 {
         self.spec.max_deliveries as u64
+    }
+
+    /// Runs the consumer with `handler` until `shutdown`.
+    pub fn spawn_handler<H: BatchHandler>(
+        self,
+        client: async_nats::Client,
+        handler: std::sync::Arc<H>,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<Result<(), ConsumerError>> {
+        self.spawn(
+            client,
+            move |batch| {
+                let handler = handler.clone();
+                async move { handler.handle(batch).await }
+            },
+            shutdown,
+        )
     }
 
     /// Runs the consumer with the batch handler `handle` until `shutdown`.

@@ -110,6 +110,23 @@ pub fn readiness(checks: &[(&str, bool)]) -> Response {
     (status, Json(serde_json::Value::Object(body))).into_response()
 }
 
+/// `GET /readyz` of a service with a database and a broker connection: ready while the
+/// database answers and the broker is connected.
+pub fn readyz_of(store: hookbus_store::Store, client: async_nats::Client) -> axum::Router {
+    axum::Router::new().route(
+        "/readyz",
+        axum::routing::get(move || {
+            let (store, client) = (store.clone(), client.clone());
+            async move {
+                readiness(&[
+                    ("database", store.is_reachable().await),
+                    ("broker_connected", hookbus_bus::is_connected(&client)),
+                ])
+            }
+        }),
+    )
+}
+
 /// Serves a service's `app` (its routes and its `/readyz`) with `/healthz` and `/metrics` (from
 /// `registry`) added, until `shutdown` completes; in-flight requests finish first.
 pub async fn serve(

@@ -16,9 +16,9 @@ pub mod http;
 pub mod start;
 
 pub use consumer::{
-    ConsumerApp, ConsumerSettings, run_batch_consumer_from_env, run_consumer_from_env,
+    BatchHandler, ConsumerApp, ConsumerSettings, run_batch_consumer_from_env, run_consumer_from_env,
 };
-pub use http::{ErrorBody, ErrorDetail, HttpError, readiness, serve, with_health};
+pub use http::{ErrorBody, ErrorDetail, HttpError, readiness, readyz_of, serve, with_health};
 pub use start::{
     ServiceArgs, ServiceError, failpoint, install_crypto_provider, run_service, stop_on_signal,
 };

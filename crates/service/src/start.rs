@@ -91,6 +91,34 @@ where
     run(config, listener, shutdown).await
 }
 
+/// The `main` of a service binary: its arguments, a multi-threaded runtime, and `service_main`
+/// until it returns. The binaries use it through [`service_binary!`](crate::service_binary).
+pub fn main<F, Fut>(service_main: F) -> Result<(), ServiceError>
+where
+    F: FnOnce(Option<PathBuf>) -> Fut,
+    Fut: Future<Output = Result<(), ServiceError>>,
+{
+    let args = ServiceArgs::from_env();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(service_main(args.config))
+}
+
+/// A service binary's whole `main.rs` but its doc: the allocator every hookbus binary uses
+/// (mimalloc, see the `hookbus` binary's main) and a `main` that runs `service_main`.
+#[macro_export]
+macro_rules! service_binary {
+    ($service_main:path) => {
+        #[global_allocator]
+        static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+        fn main() -> anyhow::Result<()> {
+            Ok($crate::start::main($service_main)?)
+        }
+    };
+}
+
 /// The one rustls crypto provider of the process (ring, as async-nats uses), for every TLS client
 /// (reqwest, lettre, async-nats); a second call is a no-op. Services install it at start-up;
 /// libraries that build a TLS client call it first too.

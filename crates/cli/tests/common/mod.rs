@@ -377,25 +377,27 @@ fn clone_command(command: &Command) -> Command {
     copy
 }
 
-/// Polls `check` every 50 ms until it gives a value (at most 30 s).
+/// Polls `check` until it gives a value (at most 30 s).
 pub async fn wait_for<T>(what: &str, check: impl AsyncFnMut() -> Option<T>) -> T {
-    wait_for_within(Duration::from_secs(30), what, check).await
+    hookbus_testkit::wait_for(Duration::from_secs(30), what, check).await
 }
 
-pub async fn wait_for_within<T>(
-    within: Duration,
-    what: &str,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// Every service of the compose file, as the process tests start them.
+pub const SERVICES: &[&str] = &[
+    "ingress",
+    "inventory",
+    "notifications",
+    "analytics",
+    "egress",
+];
+
+/// The durable consumers of the services, which must exist before events that start at `new`.
+pub const CONSUMERS: &[&str] = &[
+    "inventory",
+    "notifications",
+    "analytics",
+    "egress-dispatcher",
+];
 
 pub async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
     http.get(url).send().await.ok()?.json().await.ok()
@@ -606,7 +608,7 @@ pub async fn expect_stock(
     for sku in 0..skus {
         let want = start - orders.iter().filter(|id| *id % skus == sku).count() as i64;
         let url = format!("{inventory}/v1/stock/SKU-{sku}");
-        wait_for_within(
+        hookbus_testkit::wait_for(
             Duration::from_secs(90),
             &format!("SKU-{sku} at {want}"),
             async || {

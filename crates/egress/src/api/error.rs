@@ -10,13 +10,10 @@ use crate::engine::EventError;
 use crate::records::RecordError;
 use crate::store::StoreError;
 
+/// An error answer of the API: the services' one [`HttpError`], with the egress's codes and a
+/// `Retry-After: 1` on every 503.
 #[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    field: Option<String>,
-}
+pub struct ApiError(HttpError);
 
 pub use hookbus_service::ErrorBody;
 
@@ -24,32 +21,43 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            field: None,
-        }
+        let error = HttpError::new(status, code, message);
+        Self(if status == StatusCode::SERVICE_UNAVAILABLE {
+            error.retry_after(1)
+        } else {
+            error
+        })
+    }
+
+    /// `field: message`, naming `field`.
+    fn about(
+        status: StatusCode,
+        code: &'static str,
+        field: String,
+        message: impl std::fmt::Display,
+    ) -> Self {
+        let text = format!("{field}: {message}");
+        Self(Self::new(status, code, text).0.field(field))
     }
 
     /// A request that cannot be read (400): `field` names the part that is wrong.
     pub fn unreadable(field: impl Into<String>, message: impl std::fmt::Display) -> Self {
-        let field = field.into();
-        Self {
-            message: format!("{field}: {message}"),
-            field: Some(field),
-            ..Self::new(StatusCode::BAD_REQUEST, "invalid_request", "")
-        }
+        Self::about(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            field.into(),
+            message,
+        )
     }
 
     /// A well-formed request with a value that is refused (422).
     pub fn invalid(field: impl Into<String>, message: impl std::fmt::Display) -> Self {
-        let field = field.into();
-        Self {
-            message: format!("{field}: {message}"),
-            field: Some(field),
-            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "")
-        }
+        Self::about(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            field.into(),
+            message,
+        )
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -70,40 +78,31 @@ impl ApiError {
             "the egress could not complete the request; try again",
         )
     }
-}
 
-impl ApiError {
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     /// The request field that was wrong, when one was.
     pub fn field(&self) -> Option<&str> {
-        self.field.as_deref()
+        self.0.field.as_deref()
     }
 
     /// What the client is told.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 }
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(self.message())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        HttpError {
-            status: self.status,
-            code: self.code,
-            message: self.message,
-            field: self.field,
-            retry_after: (self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(1),
-        }
-        .into_response()
+        self.0.into_response()
     }
 }
 

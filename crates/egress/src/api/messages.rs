@@ -93,21 +93,31 @@ pub async fn create_in(engine: &Engine, input: MessageIn) -> ApiResult<MessageOu
         .tenant(input.tenant)
         .build();
     let id = id.into_string();
-    let published = engine
-        .publisher
-        .publish_event(
-            subject,
-            &event,
-            &format!("api:{id}"),
-            tokio::time::Instant::now() + Duration::from_millis(2500),
-            &hookbus_telemetry::TraceContext::default(),
-        )
-        .await
-        .map_err(ApiError::internal)?;
+    let published = publish(engine, subject, &event, &format!("api:{id}")).await?;
     Ok(MessageOut {
         id,
         duplicate: published.duplicate,
     })
+}
+
+/// Publishes `event` on `subject` with the message id `msg_id`, within 2.5 s.
+async fn publish(
+    engine: &Engine,
+    subject: String,
+    event: &hookbus_proto::v1::Event,
+    msg_id: &str,
+) -> ApiResult<hookbus_bus::Published> {
+    engine
+        .publisher
+        .publish_event(
+            subject,
+            event,
+            msg_id,
+            tokio::time::Instant::now() + Duration::from_millis(2500),
+            &hookbus_telemetry::TraceContext::default(),
+        )
+        .await
+        .map_err(ApiError::internal)
 }
 
 /// An event as the egress sends it.
@@ -216,17 +226,7 @@ pub async fn test_in(engine: &Engine, scope: &Scope, endpoint: &str) -> ApiResul
         .tenant(record.tenant)
         .build();
     let id = id.into_string();
-    let published = engine
-        .publisher
-        .publish_event(
-            subject,
-            &event,
-            &format!("test:{id}"),
-            tokio::time::Instant::now() + Duration::from_millis(2500),
-            &hookbus_telemetry::TraceContext::default(),
-        )
-        .await
-        .map_err(ApiError::internal)?;
+    let published = publish(engine, subject, &event, &format!("test:{id}")).await?;
     engine
         .enqueue(
             endpoint,

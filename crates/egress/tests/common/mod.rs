@@ -201,28 +201,14 @@ impl Egress {
 
     /// The OpenAPI document the egress serves.
     pub async fn openapi(&self) -> Value {
-        self.client
-            .get(format!("{}/openapi.json", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        hookbus_testkit::get_json(&self.client, &format!("{}/openapi.json", self.base)).await
     }
 }
 
 /// A value from an egress's `/metrics` (0 when absent).
 pub async fn metric(egress: &Egress, series: &str) -> f64 {
-    let metrics = egress
-        .client
-        .get(format!("{}/metrics", egress.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics =
+        hookbus_testkit::get_text(&egress.client, &format!("{}/metrics", egress.base)).await;
     metrics
         .lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
