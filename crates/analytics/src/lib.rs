@@ -21,7 +21,6 @@ use hookbus_bus::{Delivery, Outcome};
 use hookbus_service::{BatchHandler, ConsumerApp, HttpError, ServiceError};
 use hookbus_store::Store;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -95,10 +94,10 @@ pub async fn run(
     let store = Store::open(&settings.database_url, store::migrations()).await?;
     let client = hookbus_bus::connect(&config.nats, "hookbus-analytics").await?;
 
-    let mut registry = Registry::default();
+    let mut app = ConsumerApp::new(&settings.consumer_settings(), &config.nats, &store, &client);
     let counted = Counter::<u64>::default();
     let repeated = Counter::<u64>::default();
-    let sub = registry.sub_registry_with_prefix("hookbus_analytics");
+    let sub = app.registry.sub_registry_with_prefix("hookbus_analytics");
     sub.register("events_counted", "Events counted", counted.clone());
     sub.register(
         "events_repeated",
@@ -106,12 +105,6 @@ pub async fn run(
         repeated.clone(),
     );
 
-    let app = ConsumerApp::new(
-        &settings.consumer_settings(),
-        &config.nats,
-        &store,
-        &mut registry,
-    );
     let handler = Arc::new(Handler {
         store: store.clone(),
         consumer: settings.consumer.as_str().into(),
@@ -119,23 +112,11 @@ pub async fn run(
         repeated,
         max_deliveries: app.max_deliveries(),
     });
-    let consumer = app.spawn_handler(client.clone(), handler, shutdown.clone());
-
-    let app = Router::new()
+    let routes = Router::new()
         .route("/v1/stats/events", get(stats_events))
         .route("/v1/stats/revenue", get(stats_revenue))
-        .with_state(store.clone())
-        .merge(hookbus_service::readyz_of(store, client.clone()));
-    hookbus_service::serve(
-        "analytics",
-        listener,
-        app,
-        registry,
-        shutdown.clone().cancelled_owned(),
-    )
-    .await?;
-    consumer.await??;
-    Ok(())
+        .with_state(store);
+    app.run(handler, routes, listener, shutdown).await
 }
 
 fn bad_request(message: String) -> Response {

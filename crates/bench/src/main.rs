@@ -53,13 +53,10 @@ enum Which {
     All(all::Args),
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     hookbus_service::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(run(cli.which))
+    run(Cli::parse().which).await
 }
 
 async fn run(which: Which) -> anyhow::Result<()> {

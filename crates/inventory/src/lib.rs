@@ -67,16 +67,10 @@ pub async fn run(
     };
     let relay_task = tokio::spawn(relay.run(settings.relay_interval, shutdown.clone()));
 
-    let mut registry = prometheus_client::registry::Registry::default();
-    let mut app = ConsumerApp::new(
-        &settings.consumer_settings(),
-        &config.nats,
-        &store,
-        &mut registry,
-    );
+    let mut app = ConsumerApp::new(&settings.consumer_settings(), &config.nats, &store, &client);
     app.spec.ack_wait = settings.ack_wait;
     let metrics = handler::Metrics::default();
-    let sub = registry.sub_registry_with_prefix("hookbus_inventory");
+    let sub = app.registry.sub_registry_with_prefix("hookbus_inventory");
     sub.register(
         "events_applied",
         "Events whose effect this process committed",
@@ -94,30 +88,20 @@ pub async fn run(
         metrics,
         max_deliveries: app.max_deliveries(),
     };
-    let consumer = app.spawn_handler(client.clone(), Arc::new(handler), shutdown.clone());
-
     let state = Arc::new(routes::AppState {
         inventory,
         api_token: settings.api_token.clone(),
         wake_relay,
     });
-    let app = Router::new()
+    let routes = Router::new()
         .route("/v1/stock", get(routes::list_stock))
         .route(
             "/v1/stock/{sku}",
             get(routes::get_stock).put(routes::put_stock),
         )
-        .with_state(state)
-        .merge(hookbus_service::readyz_of(store, client.clone()));
-    hookbus_service::serve(
-        "inventory",
-        listener,
-        app,
-        registry,
-        shutdown.clone().cancelled_owned(),
-    )
-    .await?;
-    consumer.await??;
+        .with_state(state);
+    app.run(Arc::new(handler), routes, listener, shutdown)
+        .await?;
     relay_task.await?;
     hookbus_bus::flush_before_exit(&client).await;
     Ok(())

@@ -27,7 +27,6 @@ use hookbus_bus::{Delivery, Outcome};
 use hookbus_service::{BatchHandler, ConsumerApp, HttpError, ServiceError};
 use hookbus_store::Store;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -267,9 +266,16 @@ pub async fn run(
     let store = Store::open(&settings.database_url, store::migrations()).await?;
     let client = hookbus_bus::connect(&config.nats, "hookbus-notifications").await?;
 
-    let mut registry = Registry::default();
+    let mut app = ConsumerApp::new(
+        &settings.consumer_settings(subjects),
+        &config.nats,
+        &store,
+        &client,
+    );
     let metrics = Metrics::default();
-    let sub = registry.sub_registry_with_prefix("hookbus_notifications");
+    let sub = app
+        .registry
+        .sub_registry_with_prefix("hookbus_notifications");
     sub.register("sent", "Notifications sent", metrics.sent.clone());
     sub.register(
         "failed",
@@ -282,12 +288,6 @@ pub async fn run(
         metrics.repeated.clone(),
     );
 
-    let mut app = ConsumerApp::new(
-        &settings.consumer_settings(subjects),
-        &config.nats,
-        &store,
-        &mut registry,
-    );
     app.spec.ack_wait = settings.ack_wait;
     app.spec.max_deliveries = settings.max_deliveries;
     app.spec.backoff = settings.retry_backoff.clone();
@@ -300,22 +300,10 @@ pub async fn run(
         max_deliveries: app.max_deliveries(),
         metrics,
     });
-    let consumer = app.spawn_handler(client.clone(), handler, shutdown.clone());
-
-    let app = Router::new()
+    let routes = Router::new()
         .route("/v1/sent", get(list_sent))
-        .with_state(store.clone())
-        .merge(hookbus_service::readyz_of(store, client.clone()));
-    hookbus_service::serve(
-        "notifications",
-        listener,
-        app,
-        registry,
-        shutdown.clone().cancelled_owned(),
-    )
-    .await?;
-    consumer.await??;
-    Ok(())
+        .with_state(store);
+    app.run(handler, routes, listener, shutdown).await
 }
 
 #[derive(Deserialize)]

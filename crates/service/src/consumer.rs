@@ -2,7 +2,9 @@
 //! few lines ([`run_consumer_from_env`]).
 
 use std::future::Future;
+use std::sync::Arc;
 
+use axum::Router;
 use hookbus_bus::{
     ConsumerError, ConsumerMetrics, ConsumerSpec, Delivery, NatsConfig, Outcome, StartPosition,
     run_batch_consumer, run_consumer,
@@ -10,10 +12,11 @@ use hookbus_bus::{
 use hookbus_config::{ConfigError, Loader};
 use hookbus_store::Store;
 use prometheus_client::registry::Registry;
-use tokio::task::JoinHandle;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::start::{install_crypto_provider, stop_on_signal};
+use crate::http::{readyz_of, serve};
+use crate::start::{ServiceError, install_crypto_provider, stop_on_signal};
 
 /// What a consumer service's section says about its consumer.
 #[derive(Debug, Clone)]
@@ -53,12 +56,19 @@ pub trait BatchHandler: Send + Sync + 'static {
     fn handle(&self, batch: Vec<Delivery>) -> impl Future<Output = Vec<Outcome>> + Send;
 }
 
-/// A consumer service's consumer: its spec from the settings, on the `EVENTS` stream `[nats]`
-/// names, with the runtime's metrics in the service's registry, resuming from the store's ledger
-/// and saving its checkpoints there.
+/// A consumer service's consumer and HTTP shell: the spec from its settings, on the `EVENTS`
+/// stream `[nats]` names, resuming from the store's ledger and saving its checkpoints there; the
+/// registry the runtime's metrics are in, for the service's own; and [`ConsumerApp::run`], which
+/// runs the consumer and serves the service's routes with `/readyz` (database and broker),
+/// `/healthz` and `/metrics`.
 pub struct ConsumerApp {
     /// The spec, for what a service sets beyond the common settings (`ack_wait`).
     pub spec: ConsumerSpec,
+    /// Where the service registers its own metrics.
+    pub registry: Registry,
+    store: Store,
+    client: async_nats::Client,
+    service: &'static str,
 }
 
 impl ConsumerApp {
@@ -66,18 +76,25 @@ impl ConsumerApp {
         settings: &ConsumerSettings,
         nats: &NatsConfig,
         store: &Store,
-        registry: &mut Registry,
+        client: &async_nats::Client,
     ) -> Self {
+        let mut registry = Registry::default();
         let subjects: Vec<&str> = settings.subjects.iter().map(String::as_str).collect();
         let mut spec = ConsumerSpec::new(settings.name.clone(), &subjects)
             .start(settings.start)
             .concurrency(settings.concurrency)
             .batch_size(settings.batch_size)
             .confirm_acks(settings.confirm_acks)
-            .metrics(&ConsumerMetrics::register(registry));
+            .metrics(&ConsumerMetrics::register(&mut registry));
         spec.stream = nats.events.clone();
         hookbus_store::track(&mut spec, store.pool());
-        Self { spec }
+        Self {
+            spec,
+            registry,
+            store: store.clone(),
+            client: client.clone(),
+            service: settings.section,
+        }
     }
 
     /// The deliveries of an event before it is dead-lettered: a handler's last attempt.
@@ -85,35 +102,35 @@ impl ConsumerApp {
         self.spec.max_deliveries as u64
     }
 
-    /// Runs the consumer with `handler` until `shutdown`.
-    pub fn spawn_handler<H: BatchHandler>(
+    /// Runs the consumer with `handler` and serves `routes` on `listener` until `shutdown`, then
+    /// waits for the consumer to drain.
+    pub async fn run<H: BatchHandler>(
         self,
-        client: async_nats::Client,
-        handler: std::sync::Arc<H>,
+        handler: Arc<H>,
+        routes: Router,
+        listener: TcpListener,
         shutdown: CancellationToken,
-    ) -> JoinHandle<Result<(), ConsumerError>> {
-        self.spawn(
-            client,
+    ) -> Result<(), ServiceError> {
+        let consumer = tokio::spawn(run_batch_consumer(
+            self.client.clone(),
+            self.spec,
             move |batch| {
                 let handler = handler.clone();
                 async move { handler.handle(batch).await }
             },
-            shutdown,
+            shutdown.clone(),
+        ));
+        let app = routes.merge(readyz_of(self.store, self.client));
+        serve(
+            self.service,
+            listener,
+            app,
+            self.registry,
+            shutdown.cancelled_owned(),
         )
-    }
-
-    /// Runs the consumer with the batch handler `handle` until `shutdown`.
-    pub fn spawn<H, Fut>(
-        self,
-        client: async_nats::Client,
-        handle: H,
-        shutdown: CancellationToken,
-    ) -> JoinHandle<Result<(), ConsumerError>>
-    where
-        H: Fn(Vec<Delivery>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Vec<Outcome>> + Send + 'static,
-    {
-        tokio::spawn(run_batch_consumer(client, self.spec, handle, shutdown))
+        .await?;
+        consumer.await??;
+        Ok(())
     }
 }
 
