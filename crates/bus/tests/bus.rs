@@ -60,27 +60,21 @@ async fn publish_waits_for_the_ack_and_reports_duplicates() {
 
     let deadline = || Instant::now() + Duration::from_millis(2500);
     let e = event("e-1");
-    let first = publisher
-        .publish_event(
-            "events.test.thing.happened".into(),
-            &e,
-            "test:d-1",
-            deadline(),
-            &Default::default(),
-        )
-        .await
-        .unwrap();
+    let publish = async || {
+        publisher
+            .publish_event(
+                "events.test.thing.happened".into(),
+                &e,
+                "test:d-1",
+                deadline(),
+                &Default::default(),
+            )
+            .await
+            .unwrap()
+    };
+    let first = publish().await;
     assert!(!first.duplicate);
-    let again = publisher
-        .publish_event(
-            "events.test.thing.happened".into(),
-            &e,
-            "test:d-1",
-            deadline(),
-            &Default::default(),
-        )
-        .await
-        .unwrap();
+    let again = publish().await;
     assert!(again.duplicate);
     assert_eq!(again.sequence, first.sequence);
 
