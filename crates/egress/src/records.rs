@@ -108,3 +108,29 @@ pub async fn update(
     }
     Err(RecordError::Contended(id.to_owned()))
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn an_endpoint_id_is_a_subject_token_of_at_most_128(text in "[a-zA-Z0-9_. -]{0,130}") {
+            let expected = (1..=128).contains(&text.len())
+                && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            prop_assert_eq!(EndpointId::parse(&text).is_ok(), expected);
+            if let Ok(id) = EndpointId::parse(&text) {
+                prop_assert_eq!(id.as_str(), text.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn ids_made_here_parse() {
+        let id = EndpointId::random();
+        assert!(id.as_str().starts_with("ep_"));
+        assert!(EndpointId::parse(id.as_str()).is_ok());
+    }
+}

@@ -43,11 +43,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    hookbus_testkit::wait_until(Duration::from_secs(30), what, async || condition().await).await
 }
 
 async fn publish_orders(client: &async_nats::Client, count: usize) {

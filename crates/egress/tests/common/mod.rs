@@ -397,11 +397,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    hookbus_testkit::wait_until(timeout, what, async || check().await).await
 }
 
 /// The events on `subject` in `EVENTS`, decoded.
