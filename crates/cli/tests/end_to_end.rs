@@ -73,16 +73,12 @@ async fn shopify_orders_flow_through_six_processes_configured_as_compose_configu
         json!({"url": orders_url, "event_types": ["orders.*"], "sources": ["shop"]}),
         json!({"url": stock_url, "event_types": ["stock.changed"]}),
     ] {
-        let created: Value = http
-            .post(format!("{egress}/v1/endpoints"))
-            .bearer_auth(&credentials.egress_token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created: Value = hookbus_testkit::json_of(
+            http.post(format!("{egress}/v1/endpoints"))
+                .bearer_auth(&credentials.egress_token)
+                .json(&body),
+        )
+        .await;
         endpoint_secrets.push(created["secret"].as_str().expect("a secret").to_owned());
     }
 

@@ -342,16 +342,12 @@ async fn every_service_serves_its_metrics_and_they_move_when_events_flow() {
         });
         common::serve(app).await
     };
-    let created: serde_json::Value = http
-        .post(format!("{}/v1/endpoints", stack.url("egress")))
-        .bearer_auth(&credentials.egress_token)
-        .json(&json!({"url": slow, "event_types": ["orders.*"], "max_in_flight": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created: serde_json::Value = hookbus_testkit::json_of(
+        http.post(format!("{}/v1/endpoints", stack.url("egress")))
+            .bearer_auth(&credentials.egress_token)
+            .json(&json!({"url": slow, "event_types": ["orders.*"], "max_in_flight": 1})),
+    )
+    .await;
     let endpoint = created["id"].as_str().expect("an endpoint id").to_owned();
     common::set_stock(
         &http,

@@ -313,14 +313,10 @@ async fn sends_once(database_url: &str) {
     assert_eq!(chat.posts().len(), 1, "a recorded chat post was repeated");
 
     // The ledger, over HTTP.
-    let sent: serde_json::Value = http_client()
-        .get(format!("{}/v1/sent?event_id=order-1", running.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sent: serde_json::Value = hookbus_testkit::json_of(
+        http_client().get(format!("{}/v1/sent?event_id=order-1", running.base)),
+    )
+    .await;
     let items = sent["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{sent}");
     assert_eq!(items[0]["rule"], "confirm");
@@ -432,14 +428,10 @@ async fn failing_channels_are_retried_with_backoff_then_dead_lettered() {
     assert!(!reason.contains("typo_ok"), "{reason}");
     assert_eq!(attempts, "1");
     // The other rule on the same event was sent and recorded all the same.
-    let sent: serde_json::Value = http_client()
-        .get(format!("{}/v1/sent?event_id=typo-1", running.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sent: serde_json::Value = hookbus_testkit::json_of(
+        http_client().get(format!("{}/v1/sent?event_id=typo-1", running.base)),
+    )
+    .await;
     assert_eq!(sent["items"][0]["rule"], "typo_ok", "{sent}");
     let (reason, attempts) = reason_of("bad-order");
     assert!(
@@ -603,14 +595,9 @@ template = "{{{{ event.id }}}}"
     })
     .await;
     assert_eq!(posts[1].1, serde_json::json!({"text": "low: SKU-A"}));
-    let sent: serde_json::Value = http_client()
-        .get(format!("{}/v1/sent?event_id=b", running.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sent: serde_json::Value =
+        hookbus_testkit::json_of(http_client().get(format!("{}/v1/sent?event_id=b", running.base)))
+            .await;
     assert_eq!(
         sent["items"].as_array().unwrap().len(),
         1,
@@ -726,14 +713,8 @@ async fn batch_sends_in_parallel(database_url: &str) {
         "a batch's posts ran in parallel"
     );
     // Each send recorded once, as it completed.
-    let sent: serde_json::Value = http_client()
-        .get(format!("{base}/v1/sent?limit=100"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sent: serde_json::Value =
+        hookbus_testkit::json_of(http_client().get(format!("{base}/v1/sent?limit=100"))).await;
     assert_eq!(sent["items"].as_array().unwrap().len(), 20);
     shutdown.cancel();
     handle.await.unwrap().unwrap();

@@ -14,6 +14,6 @@ mod wait;
 pub use hookbus_nats_server::{
     MIN_VERSION, NatsCluster, NatsServer, ServerError, free_port, nats_server_binary, version_of,
 };
-pub use http::{get_json, get_text};
+pub use http::{get_json, get_text, json_of};
 pub use smtp::{Mail, SmtpServer};
 pub use wait::{Timeout, wait_for, wait_until};
