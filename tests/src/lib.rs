@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub struct TestIngress {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
-    pub handle: JoinHandle<Result<(), hookbus_ingress::IngressError>>,
+    pub handle: JoinHandle<Result<(), hookbus_service::ServiceError>>,
     pub http: reqwest::Client,
 }
 

@@ -9,7 +9,7 @@ pub mod store;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -38,10 +38,7 @@ struct Handler {
 
 impl BatchHandler for Handler {
     async fn handle(&self, batch: Vec<Delivery>) -> Vec<Outcome> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as i64;
+        let now = hookbus_bus::unix_now().as_millis() as i64;
         let attempts: Vec<u64> = batch.iter().map(|d| d.attempt).collect();
         let events: Vec<store::Counted> = batch
             .into_iter()

@@ -304,7 +304,7 @@ pub(super) async fn start_ingress(
     shutdown: CancellationToken,
 ) -> anyhow::Result<(
     std::net::SocketAddr,
-    tokio::task::JoinHandle<Result<(), hookbus_ingress::IngressError>>,
+    tokio::task::JoinHandle<Result<(), hookbus_service::ServiceError>>,
     hookbus_bus::NatsConfig,
 )> {
     let config_file = tempfile::NamedTempFile::new()?;

@@ -15,6 +15,21 @@ pub struct NameError {
     pub rule: &'static str,
 }
 
+impl NameError {
+    /// `text` as the name it is when `ok`, else the error of `kind` that states `rule`.
+    fn check(ok: bool, kind: &'static str, rule: &'static str, text: &str) -> Result<String, Self> {
+        if ok {
+            Ok(text.to_owned())
+        } else {
+            Err(Self {
+                kind,
+                text: text.to_owned(),
+                rule,
+            })
+        }
+    }
+}
+
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -70,15 +85,7 @@ impl SourceName {
             && text
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-        if ok {
-            Ok(Self(text.to_owned()))
-        } else {
-            Err(NameError {
-                kind: "source name",
-                text: text.to_owned(),
-                rule: Self::RULE,
-            })
-        }
+        NameError::check(ok, "source name", Self::RULE, text).map(Self)
     }
 }
 
@@ -100,15 +107,7 @@ impl EventType {
                         .chars()
                         .any(|c| c.is_whitespace() || c.is_control() || c == '*' || c == '>')
             });
-        if ok {
-            Ok(Self(text.to_owned()))
-        } else {
-            Err(NameError {
-                kind: "event type",
-                text: text.to_owned(),
-                rule: Self::RULE,
-            })
-        }
+        NameError::check(ok, "event type", Self::RULE, text).map(Self)
     }
 
     /// A provider's own type, normalised into one (`orders/create` → `orders.create`; see
@@ -138,15 +137,7 @@ impl EventId {
             && text
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if ok {
-            Ok(Self(text.to_owned()))
-        } else {
-            Err(NameError {
-                kind: "event id",
-                text: text.to_owned(),
-                rule: Self::RULE,
-            })
-        }
+        NameError::check(ok, "event id", Self::RULE, text).map(Self)
     }
 
     /// A new UUIDv7: time-ordered, unique.

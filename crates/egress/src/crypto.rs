@@ -38,9 +38,13 @@ pub enum SecretError {
 impl SecretBox {
     /// The key as configured: 32 bytes, base64.
     pub fn from_base64(text: &str) -> Result<Self, SecretError> {
-        let bytes = Self::key_bytes(text)?;
+        Self::from_key(&Self::key_bytes(text)?)
+    }
+
+    /// The box of a key's 32 bytes ([`SecretBox::key_bytes`]).
+    pub fn from_key(bytes: &[u8]) -> Result<Self, SecretError> {
         let key =
-            UnboundKey::new(&CHACHA20_POLY1305, &bytes).map_err(|_| SecretError::UnusableKey)?;
+            UnboundKey::new(&CHACHA20_POLY1305, bytes).map_err(|_| SecretError::UnusableKey)?;
         Ok(Self {
             key: LessSafeKey::new(key),
             random: SystemRandom::new(),

@@ -103,9 +103,8 @@ pub async fn run_with_lookup(
         .ok_or(StartError::NoEncryptionKey)?;
     let key_bytes =
         crypto::SecretBox::key_bytes(key.expose_secret()).map_err(StartError::EncryptionKey)?;
-    let secrets = Arc::new(
-        crypto::SecretBox::from_base64(key.expose_secret()).map_err(StartError::EncryptionKey)?,
-    );
+    let secrets =
+        Arc::new(crypto::SecretBox::from_key(&key_bytes).map_err(StartError::EncryptionKey)?);
     let token = settings.api_token.clone().ok_or(StartError::NoApiToken)?;
     // The console's templates and logo, before anything starts: a missing logo stops start-up.
     let views = console::Views::new(&settings.console).map_err(StartError::Console)?;

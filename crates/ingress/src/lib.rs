@@ -17,6 +17,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 use hookbus_bus::{ENVELOPE_HEADROOM, Publisher};
+use hookbus_service::ServiceError;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,31 +26,13 @@ pub use config::{Config, IngressConfig, Source, SourceConfig};
 pub use error::ApiError;
 pub use routes::{EVENT_ID_NAMESPACE, event_ids};
 
-#[derive(Debug, thiserror::Error)]
-pub enum IngressError {
-    #[error(transparent)]
-    Config(#[from] hookbus_config::ConfigError),
-    #[error(transparent)]
-    Connect(#[from] hookbus_bus::ConnectError),
-    #[error(transparent)]
-    Provision(#[from] hookbus_bus::ProvisionError),
-    #[error("server error: {0}")]
-    Serve(#[source] std::io::Error),
-}
-
-impl From<IngressError> for hookbus_service::ServiceError {
-    fn from(e: IngressError) -> Self {
-        Self::own(e)
-    }
-}
-
 /// Runs the ingress on `listener` (bound by the caller, so tests can use port 0) until `shutdown`
 /// is cancelled; requests in flight then get up to `drain_timeout` to finish.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> Result<(), IngressError> {
+) -> Result<(), ServiceError> {
     let sources = config.service.sources()?;
     let client = hookbus_bus::connect(&config.nats, "hookbus-ingress").await?;
     hookbus_bus::ensure_fits_max_payload(&client, config.service.body_limit.0, ENVELOPE_HEADROOM)?;
@@ -99,7 +82,7 @@ pub async fn run(
     let stopping = shutdown.clone();
     let serve = axum::serve(listener, app).with_graceful_shutdown(stopping.cancelled_owned());
     tokio::select! {
-        result = serve => result.map_err(IngressError::Serve)?,
+        result = serve => result?,
         () = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
             tracing::warn!(?drain, "drain timeout reached with requests still in flight");
         }
@@ -121,13 +104,6 @@ fn router(state: routes::SharedState) -> Router {
 
 /// The whole process: configuration from `config_path` (or `HOOKBUS_CONFIG`) and the environment,
 /// telemetry, the listener, and SIGINT/SIGTERM for a graceful stop.
-pub async fn service_main(
-    config_path: Option<PathBuf>,
-) -> Result<(), hookbus_service::ServiceError> {
-    hookbus_service::run_service(
-        "hookbus-ingress",
-        config_path,
-        |config, listener, shutdown| async { Ok(run(config, listener, shutdown).await?) },
-    )
-    .await
+pub async fn service_main(config_path: Option<PathBuf>) -> Result<(), ServiceError> {
+    hookbus_service::run_service("hookbus-ingress", config_path, run).await
 }

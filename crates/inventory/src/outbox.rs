@@ -3,7 +3,7 @@
 //! dies between the two publishes the row again on restart, and JetStream drops the repeat within
 //! its duplicate window; two replicas relaying at once are safe the same way.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -141,6 +141,18 @@ impl Relay {
     }
 }
 
+/// The source of the inventory's events, and their types: parsed once, not for every row.
+static SOURCE: LazyLock<SourceName> =
+    LazyLock::new(|| SourceName::parse("inventory").expect("a source name"));
+pub(crate) static STOCK_CHANGED: LazyLock<EventType> =
+    LazyLock::new(|| event_type("stock.changed"));
+pub(crate) static STOCK_LOW: LazyLock<EventType> = LazyLock::new(|| event_type("stock.low"));
+pub(crate) static STOCK_OUT: LazyLock<EventType> = LazyLock::new(|| event_type("stock.out"));
+
+fn event_type(name: &str) -> EventType {
+    EventType::parse(name).expect("the inventory's event types are valid")
+}
+
 /// An outbox row: a typed event the relay will publish as `events.inventory.<type>`.
 pub(crate) struct OutboxRow {
     id: String,
@@ -154,14 +166,12 @@ pub(crate) struct OutboxRow {
 impl OutboxRow {
     /// The row of `message`, an event of type `event_type` that `cause` caused.
     pub(crate) fn new<M: hookbus_proto::Named>(
-        event_type: &'static str,
+        event_type: &EventType,
         message: &M,
         cause: &Cause,
     ) -> Self {
-        let source = SourceName::parse("inventory").expect("a source name");
-        let event_type = EventType::parse(event_type).expect("the inventory's types are valid");
         let Built { subject, event } =
-            EventBuilder::new(&source, &event_type, message.encode_to_vec())
+            EventBuilder::new(&SOURCE, event_type, message.encode_to_vec())
                 .content_type(hookbus_proto::content_type_for::<M>())
                 .build();
         Self {

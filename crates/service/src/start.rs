@@ -48,6 +48,8 @@ pub enum ServiceError {
     Store(#[from] hookbus_store::StoreError),
     #[error("HTTP server: {0}")]
     Serve(#[from] std::io::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
     #[error("a task of the service failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     /// What only one service can fail with (its rules, its senders, its keys), typed there.
@@ -101,7 +103,8 @@ where
     let args = ServiceArgs::from_env();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
+        .build()
+        .map_err(ServiceError::Runtime)?
         .block_on(service_main(args.config))
 }
 

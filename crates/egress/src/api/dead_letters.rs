@@ -118,7 +118,7 @@ pub async fn list_in(engine: &Engine, query: DeadLetterQuery) -> ApiResult<DeadL
     let page = PageRequest::new("dead-letters", query.limit, query.iterator.as_deref())?;
     let from = page.after_sequence()?.unwrap_or(1);
     let consumer = query.consumer.as_deref().unwrap_or(DLQ_CONSUMER);
-    if hookbus_bus::subject::check_source_name(consumer).is_err() {
+    if hookbus_bus::SourceName::parse(consumer).is_err() {
         return Err(ApiError::invalid(
             "consumer",
             "must be a consumer name (letters, digits, - or _)",

@@ -104,7 +104,7 @@ pub fn check_event_types(patterns: &[String]) -> ApiResult<()> {
 
 pub fn check_sources(sources: &[String]) -> ApiResult<()> {
     for (i, source) in sources.iter().enumerate() {
-        hookbus_bus::subject::check_source_name(source)
+        hookbus_bus::SourceName::parse(source)
             .map_err(|e| ApiError::invalid(format!("sources[{i}]"), e))?;
     }
     Ok(())

@@ -14,7 +14,7 @@ use hookbus_store::{Backend, Splittable, StoreError};
 
 mod orders;
 
-use crate::outbox::OutboxRow;
+use crate::outbox::{OutboxRow, STOCK_CHANGED, STOCK_LOW, STOCK_OUT};
 use crate::store::{Cause, Inventory, StockLevel, unix_now};
 
 /// What an event does to the inventory.
@@ -236,7 +236,7 @@ impl Inventory {
                     current,
                     cause_event_id: cause.event_id.clone(),
                 };
-                outbox.push(OutboxRow::new("stock.changed", &changed, cause));
+                outbox.push(OutboxRow::new(&STOCK_CHANGED, &changed, cause));
                 if previous >= threshold && current < threshold {
                     let low = LowStock {
                         sku: sku.clone(),
@@ -244,7 +244,7 @@ impl Inventory {
                         threshold,
                         cause_event_id: cause.event_id.clone(),
                     };
-                    outbox.push(OutboxRow::new("stock.low", &low, cause));
+                    outbox.push(OutboxRow::new(&STOCK_LOW, &low, cause));
                 }
                 if previous > 0 && current <= 0 {
                     let out = OutOfStock {
@@ -252,7 +252,7 @@ impl Inventory {
                         level: current,
                         cause_event_id: cause.event_id.clone(),
                     };
-                    outbox.push(OutboxRow::new("stock.out", &out, cause));
+                    outbox.push(OutboxRow::new(&STOCK_OUT, &out, cause));
                 }
             }
             levels.push(StockLevel {
